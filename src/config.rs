@@ -1,0 +1,461 @@
+//! The daemon's configuration file (TOML), parsed strictly and validated once
+//! into typed runtime values. Every error names the file, the key and the reason.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hickory_proto::rr::Name;
+use serde::Deserialize;
+
+use crate::names::{self, parse_duration};
+
+/// The example configuration `srvd` runs when started without `--config`.
+pub const EXAMPLE_CONFIG: &str = include_str!("../zones/example.toml");
+/// The registry that goes with [`EXAMPLE_CONFIG`].
+pub const EXAMPLE_REGISTRY: &str = include_str!("../zones/example-masters.toml");
+/// The static zone file that goes with [`EXAMPLE_CONFIG`].
+pub const EXAMPLE_ZONE_FILE: &str = include_str!("../zones/example.zone");
+
+/// A configuration error: which file, which key, and why.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[error("{file}: {key}: {reason}")]
+pub struct ConfigError {
+    pub file: String,
+    pub key: String,
+    pub reason: String,
+}
+
+impl ConfigError {
+    pub fn new(file: &Path, key: impl Into<String>, reason: impl Into<String>) -> Self {
+        ConfigError { file: file.display().to_string(), key: key.into(), reason: reason.into() }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The file as written.
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    zone: RawZone,
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    health: RawHealth,
+    #[serde(default)]
+    policy: RawPolicy,
+    #[serde(default)]
+    site: Vec<RawSite>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawZone {
+    /// The delegated subzone srvd is authoritative for, e.g. "puppet.example.com."
+    origin: String,
+    /// Optional RFC 1035 zone file with static records (glue, TXT, ...).
+    file: Option<PathBuf>,
+    /// TTL of published records, seconds. Short, so failover reaches agents fast.
+    ttl: Option<u32>,
+    /// TTL of negative answers (SOA minimum), seconds.
+    negative_ttl: Option<u32>,
+    /// Name servers of the zone (apex NS), absolute or relative to origin.
+    nameservers: Option<Vec<String>>,
+    /// SOA RNAME, as a mailbox ("hostmaster@example.com") or a DNS name.
+    hostmaster: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    /// Addresses to serve DNS on, UDP and TCP, "addr:port".
+    listen: Option<Vec<String>>,
+    /// Unix socket srvctl talks to.
+    control_socket: Option<PathBuf>,
+    /// Where the SOA serial and the last known health states are kept.
+    state_dir: Option<PathBuf>,
+    /// The masters registry file.
+    registry: Option<PathBuf>,
+    /// Optional "addr:port" for a plain-text metrics endpoint.
+    metrics: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHealth {
+    /// Time between checks of a healthy master.
+    interval: Option<String>,
+    /// Time between checks of a master that is failing or down.
+    fast_interval: Option<String>,
+    /// Time one check may take before it counts as failed.
+    timeout: Option<String>,
+    /// Consecutive successes before a down master is up.
+    rise: Option<u32>,
+    /// Consecutive failures before an up master is down.
+    fall: Option<u32>,
+    /// PEM file of the Puppet CA used to verify masters' certificates.
+    ca_file: Option<PathBuf>,
+    /// Optional PEM client certificate presented to masters.
+    cert_file: Option<PathBuf>,
+    /// Private key of `cert_file`.
+    key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    /// Priority of the local site's masters.
+    local_priority: Option<u16>,
+    /// Priority added per failover tier.
+    priority_step: Option<u16>,
+    /// "serve-all" or "empty": what to publish when no master of a role is up.
+    all_down: Option<String>,
+    /// CA preference order: master host names, first healthy one is active.
+    ca_order: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSite {
+    /// Site name, a DNS label; agents use srv_domain = NAME.ORIGIN.
+    name: String,
+    /// Sites to fail over to, in order, before all other sites.
+    #[serde(default)]
+    failover: Vec<String>,
+}
+
+// ---------------------------------------------------------------------------
+// Validated values.
+
+/// What to publish for a role when none of its masters is up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AllDown {
+    ServeAll,
+    Empty,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZoneConfig {
+    pub origin: Name,
+    pub file: Option<PathBuf>,
+    pub ttl: u32,
+    pub negative_ttl: u32,
+    pub nameservers: Vec<Name>,
+    pub hostmaster: Name,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    pub listen: Vec<SocketAddr>,
+    pub control_socket: PathBuf,
+    pub state_dir: PathBuf,
+    pub registry: PathBuf,
+    pub metrics: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthConfig {
+    pub interval: Duration,
+    pub fast_interval: Duration,
+    pub timeout: Duration,
+    pub rise: u32,
+    pub fall: u32,
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            interval: Duration::from_secs(DEFAULT_INTERVAL_S),
+            fast_interval: Duration::from_millis(DEFAULT_FAST_INTERVAL_MS),
+            timeout: Duration::from_millis(DEFAULT_TIMEOUT_MS),
+            rise: DEFAULT_RISE,
+            fall: DEFAULT_FALL,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+        }
+    }
+}
+
+/// Default health timing. A crashed master (connection refused) fails a check
+/// at once; `fall` failures `fast_interval` apart take it out of the answers.
+pub const DEFAULT_INTERVAL_S: u64 = 2;
+pub const DEFAULT_FAST_INTERVAL_MS: u64 = 500;
+pub const DEFAULT_TIMEOUT_MS: u64 = 1000;
+pub const DEFAULT_RISE: u32 = 2;
+pub const DEFAULT_FALL: u32 = 2;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyConfig {
+    pub local_priority: u16,
+    pub priority_step: u16,
+    pub all_down: AllDown,
+    /// Host names (absolute, lowercase) in CA preference order.
+    pub ca_order: Vec<Name>,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig { local_priority: 10, priority_step: 10, all_down: AllDown::ServeAll, ca_order: vec![] }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Site {
+    pub name: String,
+    pub failover: Vec<String>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The file this came from ("<embedded example>" for the built-in one).
+    pub path: PathBuf,
+    pub zone: ZoneConfig,
+    pub server: ServerConfig,
+    pub health: HealthConfig,
+    pub policy: PolicyConfig,
+    pub sites: Vec<Site>,
+}
+
+impl Config {
+    /// Reads and validates a config file. Relative paths inside it are taken
+    /// relative to the file's directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new(path, "-", format!("cannot read: {e}")))?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Config::parse(&text, path, &base)
+    }
+
+    /// Parses config text; `file` is used in errors, `base` resolves relative paths.
+    pub fn parse(text: &str, file: &Path, base: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| toml_error(file, text, &e))?;
+        validate(raw, file, base)
+    }
+
+    pub fn site(&self, name: &str) -> Option<&Site> {
+        self.sites.iter().find(|s| s.name == name)
+    }
+
+    /// Site names in config order.
+    pub fn site_names(&self) -> impl Iterator<Item = &str> {
+        self.sites.iter().map(|s| s.name.as_str())
+    }
+
+    /// The failover tiers of a site: itself, its failover list, then every
+    /// other site in config order.
+    pub fn tiers<'a>(&'a self, site: &'a str) -> Vec<&'a str> {
+        let mut out: Vec<&str> = vec![site];
+        if let Some(s) = self.site(site) {
+            for f in &s.failover {
+                if !out.contains(&f.as_str()) {
+                    out.push(f);
+                }
+            }
+        }
+        for s in &self.sites {
+            if !out.contains(&s.name.as_str()) {
+                out.push(&s.name);
+            }
+        }
+        out
+    }
+}
+
+/// Turns a toml/serde error into file + key + reason, with the line.
+pub fn toml_error(file: &Path, text: &str, e: &toml::de::Error) -> ConfigError {
+    let line = e.span().map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+    let msg = e.message().trim().to_string();
+    let key = match line {
+        Some(l) => format!("line {l}"),
+        None => "-".to_string(),
+    };
+    ConfigError::new(file, key, msg)
+}
+
+fn validate(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, ConfigError> {
+    let err = |key: &str, reason: String| ConfigError::new(file, key, reason);
+    let resolve = |p: PathBuf| if p.is_relative() { base.join(p) } else { p };
+
+    // [zone]
+    let origin = names::parse_absolute(&raw.zone.origin)
+        .map_err(|r| err("zone.origin", format!("{:?}: {r}", raw.zone.origin)))?;
+    if origin.is_root() {
+        return Err(err("zone.origin", "must not be the root zone".into()));
+    }
+    let ttl = raw.zone.ttl.unwrap_or(30);
+    let negative_ttl = raw.zone.negative_ttl.unwrap_or(30);
+    for (k, v) in [("zone.ttl", ttl), ("zone.negative_ttl", negative_ttl)] {
+        if v > 86400 {
+            return Err(err(k, format!("{v} is more than a day; srvd answers must stay fresh")));
+        }
+    }
+    let ns_raw = raw.zone.nameservers.unwrap_or_else(|| vec![format!("ns1.{origin}")]);
+    if ns_raw.is_empty() {
+        return Err(err("zone.nameservers", "needs at least one name server".into()));
+    }
+    let mut nameservers = Vec::new();
+    for (i, n) in ns_raw.iter().enumerate() {
+        let name = names::parse_relative_to(n, &origin)
+            .map_err(|r| err(&format!("zone.nameservers[{i}]"), format!("{n:?}: {r}")))?;
+        if nameservers.contains(&name) {
+            return Err(err(&format!("zone.nameservers[{i}]"), format!("{n:?} listed twice")));
+        }
+        nameservers.push(name);
+    }
+    let hm = raw.zone.hostmaster.unwrap_or_else(|| format!("hostmaster.{origin}"));
+    let hostmaster = names::parse_mailbox(&hm).map_err(|r| err("zone.hostmaster", format!("{hm:?}: {r}")))?;
+    let zone_file = raw.zone.file.map(resolve);
+
+    // [server]
+    let listen_raw = raw.server.listen.unwrap_or_else(|| vec!["127.0.0.1:5353".into()]);
+    if listen_raw.is_empty() {
+        return Err(err("server.listen", "needs at least one address".into()));
+    }
+    let mut listen = Vec::new();
+    for (i, a) in listen_raw.iter().enumerate() {
+        let addr: SocketAddr = a
+            .parse()
+            .map_err(|_| err(&format!("server.listen[{i}]"), format!("{a:?} is not \"addr:port\"")))?;
+        if listen.contains(&addr) {
+            return Err(err(&format!("server.listen[{i}]"), format!("{a:?} listed twice")));
+        }
+        listen.push(addr);
+    }
+    let metrics = match raw.server.metrics {
+        None => None,
+        Some(m) => Some(m.parse::<SocketAddr>().map_err(|_| err("server.metrics", format!("{m:?} is not \"addr:port\"")))?),
+    };
+    let state_dir = resolve(raw.server.state_dir.unwrap_or_else(|| "/var/lib/srvd".into()));
+    let server = ServerConfig {
+        listen,
+        control_socket: resolve(raw.server.control_socket.unwrap_or_else(|| "/run/srvd/control.sock".into())),
+        registry: resolve(raw.server.registry.unwrap_or_else(|| state_dir.join("masters.toml"))),
+        state_dir,
+        metrics,
+    };
+
+    // [health]
+    let d = HealthConfig::default();
+    let dur = |key: &str, v: Option<String>, default: Duration| -> Result<Duration, ConfigError> {
+        match v {
+            None => Ok(default),
+            Some(s) => {
+                let d = parse_duration(&s).map_err(|r| err(key, format!("{s:?}: {r}")))?;
+                if d.is_zero() {
+                    return Err(err(key, "must be more than zero".into()));
+                }
+                Ok(d)
+            }
+        }
+    };
+    let interval = dur("health.interval", raw.health.interval, d.interval)?;
+    let fast_interval = dur("health.fast_interval", raw.health.fast_interval, d.fast_interval.min(interval))?;
+    let timeout = dur("health.timeout", raw.health.timeout, d.timeout)?;
+    let rise = raw.health.rise.unwrap_or(d.rise);
+    let fall = raw.health.fall.unwrap_or(d.fall);
+    if rise == 0 || rise > 100 {
+        return Err(err("health.rise", format!("{rise} is not in 1..=100")));
+    }
+    if fall == 0 || fall > 100 {
+        return Err(err("health.fall", format!("{fall} is not in 1..=100")));
+    }
+    let health = HealthConfig {
+        interval,
+        fast_interval,
+        timeout,
+        rise,
+        fall,
+        ca_file: raw.health.ca_file.map(resolve),
+        cert_file: raw.health.cert_file.map(resolve),
+        key_file: raw.health.key_file.map(resolve),
+    };
+    if health.cert_file.is_some() != health.key_file.is_some() {
+        return Err(err(
+            if health.cert_file.is_some() { "health.key_file" } else { "health.cert_file" },
+            "cert_file and key_file must be set together".into(),
+        ));
+    }
+    for (key, p) in [("health.ca_file", &health.ca_file), ("health.cert_file", &health.cert_file), ("health.key_file", &health.key_file)] {
+        if let Some(p) = p {
+            crate::tls::check_pem_file(p, key).map_err(|r| ConfigError::new(file, key, r))?;
+        }
+    }
+
+    // [[site]]
+    if raw.site.is_empty() {
+        return Err(err("site", "at least one [[site]] is needed".into()));
+    }
+    let mut seen = HashSet::new();
+    for (i, s) in raw.site.iter().enumerate() {
+        names::check_label(&s.name).map_err(|r| err(&format!("site[{i}].name"), format!("{:?}: {r}", s.name)))?;
+        if !seen.insert(s.name.to_ascii_lowercase()) {
+            return Err(err(&format!("site[{i}].name"), format!("duplicate site {:?}", s.name)));
+        }
+    }
+    let mut sites = Vec::new();
+    for (i, s) in raw.site.into_iter().enumerate() {
+        let mut fo_seen = HashSet::new();
+        for (j, f) in s.failover.iter().enumerate() {
+            let key = format!("site[{i}].failover[{j}]");
+            if !seen.contains(&f.to_ascii_lowercase()) {
+                return Err(err(&key, format!("unknown site {f:?}")));
+            }
+            if f.eq_ignore_ascii_case(&s.name) {
+                return Err(err(&key, "a site cannot fail over to itself".into()));
+            }
+            if !fo_seen.insert(f.to_ascii_lowercase()) {
+                return Err(err(&key, format!("{f:?} listed twice")));
+            }
+        }
+        sites.push(Site {
+            name: s.name.to_ascii_lowercase(),
+            failover: s.failover.iter().map(|f| f.to_ascii_lowercase()).collect(),
+        });
+    }
+
+    // [policy]
+    let pd = PolicyConfig::default();
+    let all_down = match raw.policy.all_down.as_deref() {
+        None | Some("serve-all") => AllDown::ServeAll,
+        Some("empty") => AllDown::Empty,
+        Some(o) => return Err(err("policy.all_down", format!("{o:?} is not \"serve-all\" or \"empty\""))),
+    };
+    let mut ca_order = Vec::new();
+    for (i, h) in raw.policy.ca_order.unwrap_or_default().iter().enumerate() {
+        let n = names::parse_absolute(h).map_err(|r| err(&format!("policy.ca_order[{i}]"), format!("{h:?}: {r}")))?;
+        if ca_order.contains(&n) {
+            return Err(err(&format!("policy.ca_order[{i}]"), format!("{h:?} listed twice")));
+        }
+        ca_order.push(n);
+    }
+    let policy = PolicyConfig {
+        local_priority: raw.policy.local_priority.unwrap_or(pd.local_priority),
+        priority_step: raw.policy.priority_step.unwrap_or(pd.priority_step),
+        all_down,
+        ca_order,
+    };
+    let max = policy.local_priority as u64 + policy.priority_step as u64 * (sites.len() as u64).saturating_sub(1);
+    if max > u16::MAX as u64 {
+        return Err(err(
+            "policy.priority_step",
+            format!("with {} sites the last tier's priority {max} exceeds 65535", sites.len()),
+        ));
+    }
+
+    Ok(Config {
+        path: file.to_path_buf(),
+        zone: ZoneConfig { origin, file: zone_file, ttl, negative_ttl, nameservers, hostmaster },
+        server,
+        health,
+        policy,
+        sites,
+    })
+}

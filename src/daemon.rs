@@ -1,0 +1,88 @@
+//! Wiring: load the inputs, publish the first snapshot, start the DNS side
+//! (and the health checker and control socket), stop everything on one token.
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Config, ConfigError};
+use crate::policy::HealthStates;
+use crate::publish::{Inputs, Publisher};
+use crate::server::{self, DnsSockets};
+use crate::state::StateDir;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("state_dir {dir}: {source}")]
+    State { dir: String, source: std::io::Error },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A running daemon: its publisher, the addresses it serves and its tasks.
+pub struct Running {
+    pub publisher: Arc<Publisher>,
+    pub dns_addrs: Vec<std::net::SocketAddr>,
+    pub shutdown: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Running {
+    /// Stops every task and waits for them.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+
+    /// Waits until the shutdown token fires and every task has ended.
+    pub async fn wait(self) {
+        self.shutdown.cancelled().await;
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+}
+
+/// Loads everything and starts serving on the given sockets.
+pub async fn start(config: Config, sockets: DnsSockets, shutdown: CancellationToken) -> Result<Running, DaemonError> {
+    let inputs = Inputs::load(config)?;
+    let cfg = inputs.config.clone();
+    let state = StateDir::open(&cfg.server.state_dir)
+        .map_err(|e| DaemonError::State { dir: cfg.server.state_dir.display().to_string(), source: e })?;
+    let health = HealthStates::new();
+    let publisher = Publisher::new(inputs, health, Some(state))
+        .map_err(|e| DaemonError::State { dir: cfg.server.state_dir.display().to_string(), source: e })?;
+    let tracker = TaskTracker::new();
+    let dns_addrs = sockets.local_addrs();
+    server::spawn(sockets, publisher.clone(), &tracker, shutdown.clone());
+    tracing::info!(zone = %cfg.zone.origin, serial = publisher.snapshot().serial, addrs = ?dns_addrs, "serving");
+    Ok(Running { publisher, dns_addrs, shutdown, tracker })
+}
+
+/// Runs until `shutdown` fires.
+pub async fn run(config: Config, sockets: DnsSockets, shutdown: CancellationToken) -> Result<(), DaemonError> {
+    let running = start(config, sockets, shutdown).await?;
+    running.wait().await;
+    Ok(())
+}
+
+/// The embedded example config, materialised in a scratch directory
+/// (`$TMPDIR/srvd-example`) so that its registry can be edited with srvctl.
+/// Existing files there (an edited registry) are kept.
+pub fn example_config() -> Result<Config, ConfigError> {
+    use crate::config::{EXAMPLE_CONFIG, EXAMPLE_REGISTRY, EXAMPLE_ZONE_FILE};
+    let dir = std::env::temp_dir().join("srvd-example");
+    let path = dir.join("example.toml");
+    let io = |e: std::io::Error| ConfigError::new(&dir, "-", format!("cannot prepare the example directory: {e}"));
+    std::fs::create_dir_all(&dir).map_err(io)?;
+    std::fs::write(&path, EXAMPLE_CONFIG).map_err(io)?;
+    std::fs::write(dir.join("example.zone"), EXAMPLE_ZONE_FILE).map_err(io)?;
+    let reg = dir.join("example-masters.toml");
+    if !reg.exists() {
+        std::fs::write(&reg, EXAMPLE_REGISTRY).map_err(io)?;
+    }
+    Config::parse(EXAMPLE_CONFIG, &path, &dir)
+}

@@ -1,0 +1,245 @@
+//! Answering queries from a [`Snapshot`]: authoritative-only semantics
+//! (AA, REFUSED outside the zone, NXDOMAIN/NODATA with SOA, additional A/AAAA
+//! for in-zone targets), EDNS (BADVERS, payload limits) and truncation.
+//!
+//! [`answer`] takes the raw query bytes and returns the raw response bytes, so
+//! the UDP path, the TCP path and tests share one implementation.
+
+use hickory_proto::op::{Edns, Message, MessageType, Metadata, OpCode, Query, ResponseCode};
+use hickory_proto::rr::{DNSClass, LowerName, RData, Record, RecordType};
+use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
+
+use crate::zone::Snapshot;
+
+/// UDP payload srvd advertises and never exceeds (DNS flag day 2020).
+pub const MAX_UDP_PAYLOAD: u16 = 1232;
+
+/// Transport the query came in on; decides the size limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+/// A response before encoding.
+#[derive(Debug, Default)]
+pub struct Reply {
+    pub metadata: Option<Metadata>,
+    pub query: Option<Query>,
+    pub answers: Vec<Record>,
+    pub authority: Vec<Record>,
+    pub additional: Vec<Record>,
+    /// EDNS of the response (present iff the query had EDNS).
+    pub edns: Option<Edns>,
+    /// Size limit of the whole message.
+    pub limit: usize,
+}
+
+/// Answers one raw query. `None` means: send nothing (not a query, or too
+/// broken to say anything about).
+pub fn answer(snap: &Snapshot, query: &[u8], transport: Transport) -> Option<Vec<u8>> {
+    let reply = resolve(snap, query, transport)?;
+    Some(encode(&reply))
+}
+
+fn header_metadata(req: &[u8]) -> Option<Metadata> {
+    if req.len() < 12 {
+        return None;
+    }
+    let id = u16::from_be_bytes([req[0], req[1]]);
+    let qr = req[2] & 0x80 != 0;
+    if qr {
+        return None; // never answer responses
+    }
+    let op = OpCode::from_u8((req[2] >> 3) & 0x0f);
+    let mut m = Metadata::new(id, MessageType::Response, op);
+    m.recursion_desired = req[2] & 0x01 != 0;
+    m.checking_disabled = req[3] & 0x10 != 0;
+    Some(m)
+}
+
+fn error(mut m: Metadata, rcode: ResponseCode, query: Option<Query>, edns: Option<Edns>, limit: usize) -> Reply {
+    m.response_code = rcode;
+    Reply { metadata: Some(m), query, edns, limit, ..Default::default() }
+}
+
+fn response_edns(req: &Edns) -> Edns {
+    let mut e = Edns::new();
+    e.set_max_payload(MAX_UDP_PAYLOAD);
+    e.set_version(0);
+    let _ = req;
+    e
+}
+
+/// Works out the response to one raw query.
+pub fn resolve(snap: &Snapshot, raw: &[u8], transport: Transport) -> Option<Reply> {
+    let meta = header_metadata(raw)?;
+    let msg = match Message::from_vec(raw) {
+        Ok(m) => m,
+        Err(_) => return Some(error(meta, ResponseCode::FormErr, None, None, 512)),
+    };
+    let edns = msg.edns.as_ref().map(response_edns);
+    let limit = match transport {
+        Transport::Tcp => u16::MAX as usize,
+        Transport::Udp => match &msg.edns {
+            Some(e) => e.max_payload().clamp(512, MAX_UDP_PAYLOAD) as usize,
+            None => 512,
+        },
+    };
+    if msg.queries.len() != 1 {
+        return Some(error(meta, ResponseCode::FormErr, msg.queries.first().cloned(), edns, limit));
+    }
+    let q = msg.queries[0].clone();
+    if let Some(e) = &msg.edns {
+        if e.version() > 0 {
+            return Some(error(meta, ResponseCode::BADVERS, Some(q), edns, limit));
+        }
+    }
+    if meta.op_code != OpCode::Query {
+        return Some(error(meta, ResponseCode::NotImp, Some(q), edns, limit));
+    }
+    if !msg.answers.is_empty() || !msg.authorities.is_empty() {
+        return Some(error(meta, ResponseCode::FormErr, Some(q), edns, limit));
+    }
+    let qname = LowerName::new(q.name());
+    if q.query_class() != DNSClass::IN || !snap.origin_lower.zone_of(&qname) {
+        return Some(error(meta, ResponseCode::Refused, Some(q), edns, limit));
+    }
+    let qtype = q.query_type();
+    if matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
+        // Zone transfers are served only to configured secondaries (see xfr).
+        return Some(error(meta, ResponseCode::Refused, Some(q), edns, limit));
+    }
+
+    let mut m = meta;
+    m.authoritative = true;
+    let mut reply = Reply { query: Some(q.clone()), edns, limit, ..Default::default() };
+
+    let Some(node) = snap.nodes.get(&qname) else {
+        m.response_code = ResponseCode::NXDomain;
+        reply.authority.push(snap.negative_soa.clone());
+        reply.metadata = Some(m);
+        return Some(reply);
+    };
+    let is_apex = qname == snap.origin_lower;
+
+    match qtype {
+        RecordType::SOA if is_apex => reply.answers.push(snap.soa.clone()),
+        RecordType::ANY => {
+            // RFC 8482 allows a minimal answer; the zone is small, so give it all.
+            if is_apex {
+                reply.answers.push(snap.soa.clone());
+            }
+            for (_, rs) in &node.rrsets {
+                reply.answers.extend(rs.iter().cloned());
+            }
+        }
+        t => {
+            if let Some(rs) = node.get(t) {
+                reply.answers.extend(rs.iter().cloned());
+            } else if let Some(c) = node.get(RecordType::CNAME) {
+                reply.answers.extend(c.iter().cloned());
+            }
+        }
+    }
+    if reply.answers.is_empty() {
+        reply.authority.push(snap.negative_soa.clone());
+    } else {
+        add_additional(snap, &mut reply);
+    }
+    reply.metadata = Some(m);
+    Some(reply)
+}
+
+/// A/AAAA of in-zone SRV targets and NS names, when the zone has them.
+fn add_additional(snap: &Snapshot, reply: &mut Reply) {
+    let mut targets = Vec::new();
+    for r in &reply.answers {
+        match &r.data {
+            RData::SRV(s) => targets.push(s.target.clone()),
+            RData::NS(n) => targets.push(n.0.clone()),
+            RData::MX(mx) => targets.push(mx.exchange.clone()),
+            _ => {}
+        }
+    }
+    for t in targets {
+        let lt = LowerName::new(&t);
+        if !snap.origin_lower.zone_of(&lt) {
+            continue;
+        }
+        if let Some(node) = snap.nodes.get(&lt) {
+            for rt in [RecordType::A, RecordType::AAAA] {
+                if let Some(rs) = node.get(rt) {
+                    for r in rs {
+                        if !reply.additional.contains(r) {
+                            reply.additional.push(r.clone());
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Size of an OPT record without options.
+const OPT_LEN: usize = 11;
+
+/// Encodes a reply within its size limit. If the answer or authority section
+/// does not fit, the response carries only the question and TC; additional
+/// records that do not fit are left out without TC (RFC 2181 §9).
+pub fn encode(reply: &Reply) -> Vec<u8> {
+    let meta = reply.metadata.expect("reply has metadata");
+    let room = reply.limit - if reply.edns.is_some() { OPT_LEN } else { 0 };
+    match try_encode(reply, meta, room, true) {
+        Some(b) => b,
+        None => {
+            let mut m = meta;
+            m.truncation = true;
+            let r = Reply { metadata: Some(m), query: reply.query.clone(), edns: reply.edns.clone(), limit: reply.limit, ..Default::default() };
+            try_encode(&r, m, room, false).expect("a header and one question always fit")
+        }
+    }
+}
+
+fn try_encode(reply: &Reply, meta: Metadata, room: usize, with_records: bool) -> Option<Vec<u8>> {
+    let mut buf = Vec::with_capacity(512);
+    let mut enc = BinEncoder::new(&mut buf);
+    enc.set_max_size(room as u16);
+    let place = enc.place::<hickory_proto::op::Header>().ok()?;
+    let mut qd = 0u16;
+    if let Some(q) = &reply.query {
+        q.emit(&mut enc).ok()?;
+        qd = 1;
+    }
+    let (mut an, mut ns, mut ar) = (0u16, 0u16, 0u16);
+    if with_records {
+        for r in &reply.answers {
+            r.emit(&mut enc).ok()?;
+            an += 1;
+        }
+        for r in &reply.authority {
+            r.emit(&mut enc).ok()?;
+            ns += 1;
+        }
+        // Additional records are optional: emit_all rolls back the one that
+        // does not fit and stops there.
+        ar = match enc.emit_all(reply.additional.iter()) {
+            Ok(n) => n as u16,
+            Err(hickory_proto::ProtoError::NotAllRecordsWritten { count, .. }) => count as u16,
+            Err(_) => return None,
+        };
+    }
+    if let Some(e) = &reply.edns {
+        enc.set_max_size(reply.limit as u16);
+        let mut e = e.clone();
+        e.set_rcode_high(meta.response_code.high());
+        Record::from(&e).emit(&mut enc).ok()?;
+        ar += 1;
+    }
+    let header = hickory_proto::op::Header {
+        metadata: meta,
+        counts: hickory_proto::op::HeaderCounts { queries: qd, answers: an, authorities: ns, additionals: ar },
+    };
+    place.replace(&mut enc, header).ok()?;
+    Some(buf)
+}

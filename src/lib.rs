@@ -1,0 +1,31 @@
+//! srvd: an authoritative DNS server that publishes health-checked, per-site
+//! SRV records for a Puppet estate.
+//!
+//! ```text
+//!  config.toml ─┐                      ┌─ health (checks every master)
+//!  zone file ───┼─> publish::Inputs ───┤
+//!  masters.toml ┘        │             └─ control (srvctl edits registry)
+//!                        v
+//!            policy::compute (pure)  ->  zone::Snapshot (immutable, Arc)
+//!                                              │ ArcSwap
+//!                                              v
+//!                        server (UDP loop, TCP via hickory-server) -> dns::answer
+//! ```
+//!
+//! Every change of an input (registry edit, health transition, reload)
+//! recomputes the policy, raises the SOA serial if the data changed and swaps
+//! in a new snapshot; queries never wait for a lock.
+
+pub mod config;
+pub mod daemon;
+pub mod dns;
+pub mod fsutil;
+pub mod names;
+pub mod policy;
+pub mod publish;
+pub mod registry;
+pub mod server;
+pub mod state;
+pub mod tls;
+pub mod zone;
+pub mod zonefile;

@@ -1,0 +1,225 @@
+//! The publishing policy of DESIGN.md §3 as a pure function:
+//! (config, registry, health states) -> the SRV answers of every published
+//! name, with the reason each master is in or out. No I/O, no clock.
+
+use std::collections::HashMap;
+
+use hickory_proto::rr::Name;
+use serde::Serialize;
+
+use crate::config::{AllDown, Config};
+use crate::registry::{Master, MasterKey, Registry, Role};
+
+/// The health of one (master, role) as the policy sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    /// Passing checks (or not checked yet since srvd started: benefit of the doubt).
+    Up,
+    /// Failed `fall` checks in a row.
+    Down,
+    /// Added at runtime and not yet checked: not published until it passes.
+    Pending,
+}
+
+/// Health per (master, role). A missing entry counts as [`Health::Up`]: at
+/// start, masters with no known state are published until their first check.
+pub type HealthStates = HashMap<(MasterKey, Role), Health>;
+
+pub fn health_of(states: &HealthStates, key: &MasterKey, role: Role) -> Health {
+    states.get(&(key.clone(), role)).copied().unwrap_or(Health::Up)
+}
+
+/// One SRV record to publish.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct SrvTarget {
+    pub priority: u16,
+    pub weight: u16,
+    pub port: u16,
+    #[serde(serialize_with = "ser_name")]
+    pub target: Name,
+}
+
+fn ser_name<S: serde::Serializer>(n: &Name, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(n.to_string().trim_end_matches('.'))
+}
+
+/// Why a master is, or is not, in an answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "verdict", rename_all = "kebab-case")]
+pub enum Verdict {
+    /// Published in tier `tier` (0 = local site) with this priority.
+    In { tier: usize, priority: u16 },
+    /// Published although down, because no master of the role is up and
+    /// `policy.all_down = "serve-all"` (or it is the CA of last resort).
+    InAllDown { tier: usize, priority: u16 },
+    Down,
+    Pending,
+    Drained,
+    /// A CA that is healthy but not the active one (single-active CA).
+    StandbyCa,
+    /// Left out because no master is up and `policy.all_down = "empty"`.
+    AllDownEmpty,
+}
+
+/// How an answer was formed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Only healthy masters.
+    Normal,
+    /// No master up: every non-drained master published (serve-all, or the CA rule).
+    AllDown,
+    /// No master up and all_down = "empty": NODATA.
+    Empty,
+    /// No non-drained master with this role exists: NODATA.
+    NoMasters,
+}
+
+/// The computed answer of one published name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RoleAnswer {
+    /// `None` for the site-less names at the zone apex.
+    pub site: Option<String>,
+    pub role: Role,
+    pub mode: Mode,
+    /// In the order they are put in the answer: priority, then tier, then host.
+    pub records: Vec<SrvTarget>,
+    /// Every master with this role and why it is in or out.
+    pub verdicts: Vec<(MasterKey, Verdict)>,
+}
+
+/// Computes every published SRV answer: for each site in config order the
+/// four roles, then the four roles of the site-less pool (`site: None`).
+pub fn compute(config: &Config, registry: &Registry, health: &HealthStates) -> Vec<RoleAnswer> {
+    let ca_order = ca_order(config, registry);
+    let mut out = Vec::new();
+    let mut scopes: Vec<Option<&str>> = config.site_names().map(Some).collect();
+    scopes.push(None);
+    for scope in scopes {
+        for role in Role::ALL {
+            let a = if role == Role::Ca {
+                ca_answer(config, registry, health, scope, &ca_order)
+            } else {
+                role_answer(config, registry, health, scope, role)
+            };
+            out.push(a);
+        }
+    }
+    out
+}
+
+/// (tier, priority) of a master's site as seen from `scope`.
+fn tier_of(config: &Config, scope: Option<&str>, site: &str) -> (usize, u16) {
+    let p = &config.policy;
+    match scope {
+        None => (0, p.local_priority),
+        Some(s) => {
+            let tiers = config.tiers(s);
+            let i = tiers.iter().position(|t| *t == site).unwrap_or(tiers.len());
+            (i, p.local_priority.saturating_add((i as u16).saturating_mul(p.priority_step)))
+        }
+    }
+}
+
+fn target(m: &Master, priority: u16) -> SrvTarget {
+    SrvTarget { priority, weight: m.weight, port: m.port, target: m.host.clone() }
+}
+
+fn role_answer(config: &Config, registry: &Registry, health: &HealthStates, scope: Option<&str>, role: Role) -> RoleAnswer {
+    // Masters with the role, sorted by (tier, host, port).
+    let mut ms: Vec<(&Master, usize, u16)> = registry
+        .masters
+        .iter()
+        .filter(|m| m.has_role(role))
+        .map(|m| {
+            let (t, p) = tier_of(config, scope, &m.site);
+            (m, t, p)
+        })
+        .collect();
+    ms.sort_by(|a, b| (a.1, &a.0.host, a.0.port).cmp(&(b.1, &b.0.host, b.0.port)));
+
+    let any_up = ms.iter().any(|(m, _, _)| !m.drained && health_of(health, &m.key(), role) == Health::Up);
+    let any_candidate = ms.iter().any(|(m, _, _)| !m.drained);
+    let mode = if any_up {
+        Mode::Normal
+    } else if !any_candidate {
+        Mode::NoMasters
+    } else if config.policy.all_down == AllDown::ServeAll {
+        Mode::AllDown
+    } else {
+        Mode::Empty
+    };
+
+    let mut records = Vec::new();
+    let mut verdicts = Vec::new();
+    for (m, tier, prio) in ms {
+        let h = health_of(health, &m.key(), role);
+        let v = if m.drained {
+            Verdict::Drained
+        } else {
+            match (mode, h) {
+                (Mode::Normal, Health::Up) => Verdict::In { tier, priority: prio },
+                (Mode::Normal, Health::Down) => Verdict::Down,
+                (Mode::Normal, Health::Pending) => Verdict::Pending,
+                (Mode::AllDown, _) => Verdict::InAllDown { tier, priority: prio },
+                (_, _) => Verdict::AllDownEmpty,
+            }
+        };
+        if matches!(v, Verdict::In { .. } | Verdict::InAllDown { .. }) {
+            records.push(target(m, prio));
+        }
+        verdicts.push((m.key(), v));
+    }
+    RoleAnswer { site: scope.map(str::to_string), role, mode, records, verdicts }
+}
+
+/// CA masters in preference order: `policy.ca_order` first, then the rest by
+/// site order and host name.
+pub fn ca_order<'r>(config: &Config, registry: &'r Registry) -> Vec<&'r Master> {
+    let site_idx = |s: &str| config.sites.iter().position(|x| x.name == s).unwrap_or(usize::MAX);
+    let mut cas: Vec<&Master> = registry.masters.iter().filter(|m| m.has_role(Role::Ca)).collect();
+    cas.sort_by(|a, b| {
+        let ka = config.policy.ca_order.iter().position(|h| *h == a.host).unwrap_or(usize::MAX);
+        let kb = config.policy.ca_order.iter().position(|h| *h == b.host).unwrap_or(usize::MAX);
+        (ka, site_idx(&a.site), &a.host, a.port).cmp(&(kb, site_idx(&b.site), &b.host, b.port))
+    });
+    cas
+}
+
+fn ca_answer(config: &Config, _registry: &Registry, health: &HealthStates, scope: Option<&str>, order: &[&Master]) -> RoleAnswer {
+    let prio = config.policy.local_priority;
+    let active_up = order.iter().position(|m| !m.drained && health_of(health, &m.key(), Role::Ca) == Health::Up);
+    let (mode, active) = match active_up {
+        Some(i) => (Mode::Normal, Some(i)),
+        None => match order.iter().position(|m| !m.drained) {
+            // No CA up: keep the first non-drained one published whatever
+            // all_down says, so agents never send CSRs to compilers.
+            Some(i) => (Mode::AllDown, Some(i)),
+            None => (Mode::NoMasters, None),
+        },
+    };
+    let mut records = Vec::new();
+    let mut verdicts = Vec::new();
+    for (i, m) in order.iter().enumerate() {
+        let h = health_of(health, &m.key(), Role::Ca);
+        let v = if Some(i) == active {
+            records.push(target(m, prio));
+            if mode == Mode::Normal {
+                Verdict::In { tier: 0, priority: prio }
+            } else {
+                Verdict::InAllDown { tier: 0, priority: prio }
+            }
+        } else if m.drained {
+            Verdict::Drained
+        } else {
+            match h {
+                Health::Up => Verdict::StandbyCa,
+                Health::Down => Verdict::Down,
+                Health::Pending => Verdict::Pending,
+            }
+        };
+        verdicts.push((m.key(), v));
+    }
+    RoleAnswer { site: scope.map(str::to_string), role: Role::Ca, mode, records, verdicts }
+}

@@ -1,0 +1,311 @@
+//! The masters registry: which Puppet masters exist, where, with which roles.
+//! A TOML file of `[[master]]` tables, edited by srvctl (and by hand followed
+//! by `srvctl reload`). Parsed strictly; errors name file, key and reason.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::Path;
+use std::str::FromStr;
+
+use hickory_proto::rr::Name;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Config, ConfigError, toml_error};
+use crate::names;
+
+/// A service a master offers; each maps to one SRV name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Puppet,
+    Ca,
+    Report,
+    Fileserver,
+}
+
+impl Role {
+    pub const ALL: [Role; 4] = [Role::Puppet, Role::Ca, Role::Report, Role::Fileserver];
+
+    /// The SRV service label, e.g. `_x-puppet-ca`.
+    pub fn service(self) -> &'static str {
+        match self {
+            Role::Puppet => "_x-puppet",
+            Role::Ca => "_x-puppet-ca",
+            Role::Report => "_x-puppet-report",
+            Role::Fileserver => "_x-puppet-fileserver",
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Puppet => "puppet",
+            Role::Ca => "ca",
+            Role::Report => "report",
+            Role::Fileserver => "fileserver",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Role, String> {
+        match s {
+            "puppet" => Ok(Role::Puppet),
+            "ca" => Ok(Role::Ca),
+            "report" => Ok(Role::Report),
+            "fileserver" => Ok(Role::Fileserver),
+            o => Err(format!("unknown role {o:?} (known: puppet, ca, report, fileserver)")),
+        }
+    }
+}
+
+/// How a master is health-checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckKind {
+    #[default]
+    Https,
+    Tcp,
+}
+
+impl FromStr for CheckKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<CheckKind, String> {
+        match s {
+            "https" => Ok(CheckKind::Https),
+            "tcp" => Ok(CheckKind::Tcp),
+            o => Err(format!("unknown check {o:?} (known: https, tcp)")),
+        }
+    }
+}
+
+impl fmt::Display for CheckKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CheckKind::Https => "https",
+            CheckKind::Tcp => "tcp",
+        })
+    }
+}
+
+pub const DEFAULT_PORT: u16 = 8140;
+pub const DEFAULT_WEIGHT: u16 = 10;
+
+/// Identifies a master: host name and port (one host may run several servers).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MasterKey {
+    pub host: Name,
+    pub port: u16,
+}
+
+impl Serialize for MasterKey {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl fmt::Display for MasterKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let h = self.host.to_string();
+        write!(f, "{}:{}", h.trim_end_matches('.'), self.port)
+    }
+}
+
+/// One validated master.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Master {
+    /// Absolute, lowercase host name; the SRV target.
+    pub host: Name,
+    pub site: String,
+    pub port: u16,
+    /// Sorted, without duplicates.
+    pub roles: Vec<Role>,
+    pub weight: u16,
+    pub addresses: Vec<IpAddr>,
+    pub drained: bool,
+    pub check: CheckKind,
+}
+
+impl Master {
+    pub fn key(&self) -> MasterKey {
+        MasterKey { host: self.host.clone(), port: self.port }
+    }
+    pub fn has_role(&self, r: Role) -> bool {
+        self.roles.contains(&r)
+    }
+    /// Host name without the trailing dot, as operators write it.
+    pub fn host_str(&self) -> String {
+        self.host.to_string().trim_end_matches('.').to_string()
+    }
+}
+
+/// The validated registry, masters in file order.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Registry {
+    pub masters: Vec<Master>,
+}
+
+/// A master as written in the file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMaster {
+    /// Host name agents connect to; must be in the master's certificate.
+    pub host: String,
+    /// The site (a `[[site]]` name in the config) this master is in.
+    pub site: String,
+    /// Puppet Server port.
+    pub port: Option<i64>,
+    /// Services this master offers: puppet, ca, report, fileserver.
+    pub roles: Option<Vec<String>>,
+    /// SRV weight inside its priority tier, 0..=65535.
+    pub weight: Option<i64>,
+    /// IP addresses; required when the host is inside the zone.
+    pub addresses: Option<Vec<String>>,
+    /// Left out of the answers but still checked.
+    pub drained: Option<bool>,
+    /// "https" (Puppet status API) or "tcp" (connect only).
+    pub check: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRegistry {
+    #[serde(default)]
+    master: Vec<RawMaster>,
+}
+
+impl Registry {
+    /// Reads and validates a registry file. A missing file is an empty registry.
+    pub fn load(path: &Path, config: &Config) -> Result<Registry, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(ConfigError::new(path, "-", format!("cannot read: {e}"))),
+        };
+        Registry::parse(&text, path, config)
+    }
+
+    pub fn parse(text: &str, file: &Path, config: &Config) -> Result<Registry, ConfigError> {
+        let raw: RawRegistry = toml::from_str(text).map_err(|e| toml_error(file, text, &e))?;
+        let mut masters = Vec::new();
+        let mut seen = HashSet::new();
+        for (i, m) in raw.master.into_iter().enumerate() {
+            let prefix = format!("master[{i}]");
+            let master = validate_master(m, config).map_err(|(k, r)| ConfigError::new(file, format!("{prefix}.{k}"), r))?;
+            if !seen.insert(master.key()) {
+                return Err(ConfigError::new(file, format!("{prefix}.host"), format!("duplicate master {}", master.key())));
+            }
+            masters.push(master);
+        }
+        Ok(Registry { masters })
+    }
+
+    pub fn get(&self, key: &MasterKey) -> Option<&Master> {
+        self.masters.iter().find(|m| &m.key() == key)
+    }
+
+    /// Finds masters by "host" or "host:port".
+    pub fn find(&self, spec: &str) -> Vec<&Master> {
+        let (host, port) = split_host_port(spec);
+        let Ok(host) = names::parse_absolute(host) else { return vec![] };
+        self.masters.iter().filter(|m| m.host == host && port.is_none_or(|p| p == m.port)).collect()
+    }
+}
+
+/// Splits "host:port" (port optional).
+pub fn split_host_port(spec: &str) -> (&str, Option<u16>) {
+    match spec.rsplit_once(':') {
+        Some((h, p)) => match p.parse() {
+            Ok(p) => (h, Some(p)),
+            Err(_) => (spec, None),
+        },
+        None => (spec, None),
+    }
+}
+
+/// Validates one master against the config. Errors are (key, reason).
+pub fn validate_master(m: RawMaster, config: &Config) -> Result<Master, (&'static str, String)> {
+    let host = names::parse_absolute(&m.host).map_err(|r| ("host", format!("{:?}: {r}", m.host)))?;
+    let site = m.site.to_ascii_lowercase();
+    if config.site(&site).is_none() {
+        let known: Vec<&str> = config.site_names().collect();
+        return Err(("site", format!("unknown site {:?} (known: {})", m.site, known.join(", "))));
+    }
+    let port = m.port.unwrap_or(DEFAULT_PORT as i64);
+    if !(1..=65535).contains(&port) {
+        return Err(("port", format!("{port} is not in 1..=65535")));
+    }
+    let mut roles = Vec::new();
+    for r in m.roles.unwrap_or_else(|| vec!["puppet".into()]) {
+        let role: Role = r.parse().map_err(|e| ("roles", e))?;
+        if !roles.contains(&role) {
+            roles.push(role);
+        }
+    }
+    if roles.is_empty() {
+        return Err(("roles", "a master needs at least one role".into()));
+    }
+    roles.sort();
+    let weight = m.weight.unwrap_or(DEFAULT_WEIGHT as i64);
+    if !(0..=65535).contains(&weight) {
+        return Err(("weight", format!("{weight} is not in 0..=65535")));
+    }
+    let mut addresses = Vec::new();
+    for a in m.addresses.unwrap_or_default() {
+        let ip: IpAddr = a.parse().map_err(|_| ("addresses", format!("{a:?} is not an IP address")))?;
+        if ip.is_unspecified() || ip.is_multicast() {
+            return Err(("addresses", format!("{a} cannot be a master's address")));
+        }
+        if !addresses.contains(&ip) {
+            addresses.push(ip);
+        }
+    }
+    let origin = &config.zone.origin;
+    if origin.zone_of(&host) {
+        if addresses.is_empty() {
+            return Err((
+                "addresses",
+                format!("{} is inside the zone {origin}, so srvd serves its address: give addresses", m.host),
+            ));
+        }
+        if let Some(reason) = in_zone_conflict(&host, config) {
+            return Err(("host", format!("{}: {reason}", m.host)));
+        }
+    }
+    let check = match m.check {
+        None => CheckKind::default(),
+        Some(c) => c.parse().map_err(|e| ("check", e))?,
+    };
+    Ok(Master {
+        host,
+        site,
+        port: port as u16,
+        roles,
+        weight: weight as u16,
+        addresses,
+        drained: m.drained.unwrap_or(false),
+        check,
+    })
+}
+
+/// An in-zone master host must not sit on a name srvd publishes itself.
+fn in_zone_conflict(host: &Name, config: &Config) -> Option<String> {
+    let origin = &config.zone.origin;
+    if host == origin {
+        return Some("is the zone apex".into());
+    }
+    for s in config.site_names() {
+        let site = Name::from_ascii(s).ok()?.append_domain(origin).ok()?;
+        if host == &site {
+            return Some(format!("is the name of site {s}"));
+        }
+    }
+    None
+}

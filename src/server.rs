@@ -1,0 +1,141 @@
+//! DNS transports. UDP uses a receive loop of its own per socket (several
+//! workers share one socket, no task per packet), answering from the current
+//! snapshot; TCP uses hickory-server's `Server`, which handles framing,
+//! several queries per connection and idle timeouts, with a `RequestHandler`
+//! that calls the same answer code.
+
+use std::iter;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hickory_server::net::runtime::Time;
+use hickory_server::proto::op::{Header, HeaderCounts, Metadata, MessageType, OpCode, ResponseCode};
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::zone_handler::MessageResponseBuilder;
+use hickory_server::Server;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::dns::{self, Transport};
+use crate::publish::Publisher;
+
+/// Sockets the DNS side serves on: bound by the caller (port 0 in tests).
+pub struct DnsSockets {
+    pub udp: Vec<UdpSocket>,
+    pub tcp: Vec<TcpListener>,
+}
+
+impl DnsSockets {
+    /// Binds UDP and TCP on every address.
+    pub async fn bind(addrs: &[SocketAddr]) -> std::io::Result<DnsSockets> {
+        let mut udp = Vec::new();
+        let mut tcp = Vec::new();
+        for a in addrs {
+            let u = UdpSocket::bind(a)
+                .await
+                .map_err(|e| std::io::Error::new(e.kind(), format!("cannot bind UDP {a}: {e}")))?;
+            // Same port for TCP as UDP got (matters when the port is 0).
+            let port = u.local_addr()?.port();
+            let t = TcpListener::bind(SocketAddr::new(a.ip(), port))
+                .await
+                .map_err(|e| std::io::Error::new(e.kind(), format!("cannot bind TCP {a}: {e}")))?;
+            udp.push(u);
+            tcp.push(t);
+        }
+        Ok(DnsSockets { udp, tcp })
+    }
+
+    /// The addresses actually bound (UDP and TCP share them).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.udp.iter().filter_map(|s| s.local_addr().ok()).collect()
+    }
+}
+
+/// How long an idle TCP connection is kept open.
+pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Starts serving; every task is tracked and stops on `shutdown`.
+pub fn spawn(sockets: DnsSockets, publisher: Arc<Publisher>, tracker: &TaskTracker, shutdown: CancellationToken) {
+    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, 8);
+    for sock in sockets.udp {
+        let sock = Arc::new(sock);
+        for _ in 0..workers {
+            tracker.spawn(udp_worker(sock.clone(), publisher.clone(), shutdown.clone()));
+        }
+    }
+    let mut server = Server::new(TcpHandler { publisher });
+    for l in sockets.tcp {
+        server.register_listener(l, TCP_IDLE_TIMEOUT, 64 * 1024);
+    }
+    tracker.spawn(async move {
+        shutdown.cancelled().await;
+        if let Err(e) = server.shutdown_gracefully().await {
+            tracing::warn!(error = %e, "TCP server did not stop cleanly");
+        }
+    });
+}
+
+async fn udp_worker(sock: Arc<UdpSocket>, publisher: Arc<Publisher>, shutdown: CancellationToken) {
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let (n, src) = tokio::select! {
+            r = sock.recv_from(&mut buf) => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::debug!(error = %e, "UDP receive error");
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => return,
+        };
+        if src.port() == 0 {
+            continue;
+        }
+        let snap = publisher.snapshot();
+        if let Some(resp) = dns::answer(&snap, &buf[..n], Transport::Udp) {
+            if let Err(e) = sock.send_to(&resp, src).await {
+                tracing::debug!(error = %e, %src, "UDP send error");
+            }
+        }
+    }
+}
+
+struct TcpHandler {
+    publisher: Arc<Publisher>,
+}
+
+#[async_trait::async_trait]
+impl RequestHandler for TcpHandler {
+    async fn handle_request<R: ResponseHandler, T: Time>(&self, request: &Request, mut response_handle: R) -> ResponseInfo {
+        let snap = self.publisher.snapshot();
+        let fallback = || {
+            let mut m = Metadata::new(request.metadata.id, MessageType::Response, OpCode::Query);
+            m.response_code = ResponseCode::ServFail;
+            ResponseInfo::from(Header { metadata: m, counts: HeaderCounts::default() })
+        };
+        let Some(reply) = dns::resolve(&snap, request.as_slice(), Transport::Tcp) else {
+            return fallback();
+        };
+        let Some(metadata) = reply.metadata else { return fallback() };
+        let mut builder = MessageResponseBuilder::new(&request.queries, None);
+        if let Some(e) = &reply.edns {
+            builder.edns(e);
+        }
+        let resp = builder.build(
+            metadata,
+            reply.answers.iter(),
+            reply.authority.iter(),
+            iter::empty(),
+            reply.additional.iter(),
+        );
+        match response_handle.send_response(resp).await {
+            Ok(info) => info,
+            Err(e) => {
+                tracing::debug!(error = %e, "TCP send error");
+                fallback()
+            }
+        }
+    }
+}

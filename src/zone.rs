@@ -1,0 +1,178 @@
+//! The immutable zone snapshot the DNS side answers from. Built from the
+//! config, the static zone file records and the policy's answers; swapped in
+//! whole. Lookups are one hash probe on the lowercased query name.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use hickory_proto::rr::rdata::{A, AAAA, NS, SOA, SRV};
+use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
+
+use crate::config::Config;
+use crate::policy::RoleAnswer;
+use crate::registry::{Registry, Role};
+use crate::zonefile::StaticRecord;
+
+/// The records of one owner name. A node with no rrsets is an empty non-terminal.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Node {
+    pub rrsets: Vec<(RecordType, Vec<Record>)>,
+}
+
+impl Node {
+    pub fn get(&self, t: RecordType) -> Option<&[Record]> {
+        self.rrsets.iter().find(|(rt, _)| *rt == t).map(|(_, v)| v.as_slice())
+    }
+    fn add(&mut self, r: Record) {
+        let t = r.record_type();
+        match self.rrsets.iter_mut().find(|(rt, _)| *rt == t) {
+            Some((_, v)) => {
+                if !v.contains(&r) {
+                    v.push(r)
+                }
+            }
+            None => self.rrsets.push((t, vec![r])),
+        }
+    }
+}
+
+/// Everything a query can be answered from.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub origin: Name,
+    pub origin_lower: LowerName,
+    pub serial: u32,
+    /// The apex SOA (with `serial`).
+    pub soa: Record,
+    /// SOA for negative answers: TTL = min(SOA TTL, minimum) (RFC 2308).
+    pub negative_soa: Record,
+    /// Every owner name in the zone, including empty non-terminals. The apex
+    /// node holds the NS set; the SOA is kept apart so that data comparisons
+    /// ignore the serial.
+    pub nodes: HashMap<LowerName, Node>,
+    /// The policy output this snapshot publishes (for explain/status).
+    pub answers: Vec<RoleAnswer>,
+}
+
+/// Builds the node map (all data but the SOA) from config, static records,
+/// registry and policy answers.
+pub fn build_nodes(config: &Config, statics: &[StaticRecord], registry: &Registry, answers: &[RoleAnswer]) -> HashMap<LowerName, Node> {
+    let origin = &config.zone.origin;
+    let ttl = config.zone.ttl;
+    let mut nodes: HashMap<LowerName, Node> = HashMap::new();
+    fn add(nodes: &mut HashMap<LowerName, Node>, r: Record) {
+        nodes.entry(LowerName::new(&r.name)).or_default().add(r);
+    }
+    for ns in &config.zone.nameservers {
+        add(&mut nodes, Record::from_rdata(origin.clone(), ttl, RData::NS(NS(ns.clone()))));
+    }
+    for s in statics {
+        add(&mut nodes, s.record.clone());
+    }
+    for m in &registry.masters {
+        if origin.zone_of(&m.host) {
+            for ip in &m.addresses {
+                let rd = match ip {
+                    IpAddr::V4(v4) => RData::A(A(*v4)),
+                    IpAddr::V6(v6) => RData::AAAA(AAAA(*v6)),
+                };
+                add(&mut nodes, Record::from_rdata(m.host.clone(), ttl, rd));
+            }
+        }
+    }
+    for a in answers {
+        let name = srv_name(origin, a.site.as_deref(), a.role);
+        // The name exists (NODATA, not NXDOMAIN) even when it has no records.
+        nodes.entry(LowerName::new(&name)).or_default();
+        for t in &a.records {
+            add(&mut nodes, Record::from_rdata(
+                name.clone(),
+                ttl,
+                RData::SRV(SRV::new(t.priority, t.weight, t.port, t.target.clone())),
+            ));
+        }
+    }
+    // Empty non-terminals: every ancestor of every owner, down to the origin.
+    let owners: Vec<Name> = nodes.values().flat_map(|n| n.rrsets.iter().flat_map(|(_, v)| v.iter().map(|r| r.name.clone()))).collect();
+    let mut names: Vec<Name> = owners;
+    for a in answers {
+        names.push(srv_name(origin, a.site.as_deref(), a.role));
+    }
+    for n in names {
+        let mut cur = n;
+        while cur.num_labels() > origin.num_labels() {
+            cur = cur.base_name();
+            nodes.entry(LowerName::new(&cur)).or_default();
+        }
+    }
+    nodes.entry(LowerName::new(origin)).or_default();
+    nodes
+}
+
+/// The SRV owner name of a role for a site (or the site-less apex pool).
+pub fn srv_name(origin: &Name, site: Option<&str>, role: Role) -> Name {
+    let mut s = format!("{}._tcp", role.service());
+    if let Some(site) = site {
+        s.push('.');
+        s.push_str(site);
+    }
+    Name::from_ascii(&s).and_then(|n| n.append_domain(origin)).expect("service names are valid")
+}
+
+/// Every SRV name srvd publishes for this config.
+pub fn published_names(config: &Config) -> Vec<Name> {
+    let mut v = Vec::new();
+    for role in Role::ALL {
+        v.push(srv_name(&config.zone.origin, None, role));
+        for s in config.site_names() {
+            v.push(srv_name(&config.zone.origin, Some(s), role));
+        }
+    }
+    v
+}
+
+/// The apex SOA for a serial.
+pub fn soa_record(config: &Config, serial: u32) -> Record {
+    let z = &config.zone;
+    let rd = SOA::new(
+        z.nameservers[0].clone(),
+        z.hostmaster.clone(),
+        serial,
+        // refresh, retry, expire: secondaries also get NOTIFY, so refresh can be modest.
+        300,
+        60,
+        1_209_600,
+        z.negative_ttl,
+    );
+    Record::from_rdata(z.origin.clone(), z.ttl, RData::SOA(rd))
+}
+
+impl Snapshot {
+    pub fn new(config: &Config, nodes: HashMap<LowerName, Node>, answers: Vec<RoleAnswer>, serial: u32) -> Snapshot {
+        let soa = soa_record(config, serial);
+        let mut negative_soa = soa.clone();
+        negative_soa.ttl = config.zone.ttl.min(config.zone.negative_ttl);
+        Snapshot {
+            origin: config.zone.origin.clone(),
+            origin_lower: LowerName::new(&config.zone.origin),
+            serial,
+            soa,
+            negative_soa,
+            nodes,
+            answers,
+        }
+    }
+
+    /// All records of the zone, SOA first (for listing and transfers).
+    pub fn all_records(&self) -> Vec<Record> {
+        let mut v = vec![self.soa.clone()];
+        let mut names: Vec<&LowerName> = self.nodes.keys().collect();
+        names.sort();
+        for n in names {
+            for (_, rs) in &self.nodes[n].rrsets {
+                v.extend(rs.iter().cloned());
+            }
+        }
+        v
+    }
+}
