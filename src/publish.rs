@@ -76,6 +76,10 @@ pub struct Publisher {
     core: Mutex<Core>,
     snapshot: ArcSwap<Snapshot>,
     serial_tx: watch::Sender<u32>,
+    /// Bumped after every [`Publisher::update`] (registry, config, health):
+    /// lets the health checker pick up new masters and `srvctl add-master
+    /// --wait` see a first check result even when no record changed.
+    generation_tx: watch::Sender<u64>,
 }
 
 impl Publisher {
@@ -98,6 +102,7 @@ impl Publisher {
             core: Mutex::new(Core { inputs, health, serial, nodes, state }),
             snapshot: ArcSwap::from_pointee(snap),
             serial_tx,
+            generation_tx: watch::channel(0).0,
         }))
     }
 
@@ -111,6 +116,11 @@ impl Publisher {
         self.serial_tx.subscribe()
     }
 
+    /// Watch every change of the inputs (a counter).
+    pub fn generation(&self) -> watch::Receiver<u64> {
+        self.generation_tx.subscribe()
+    }
+
     /// Locks the inputs. Never hold the guard across an await.
     pub fn lock(&self) -> MutexGuard<'_, Core> {
         self.core.lock().unwrap_or_else(|e| e.into_inner())
@@ -121,6 +131,8 @@ impl Publisher {
         let mut core = self.lock();
         let r = f(&mut core);
         let serial = self.republish(&mut core);
+        drop(core);
+        self.generation_tx.send_modify(|g| *g += 1);
         (r, serial)
     }
 

@@ -1,0 +1,38 @@
+# srvd — two commands do everything on a fresh machine:
+#   make run    start srvd on its embedded example config (127.0.0.1:5353)
+#   make test   install what the tests need (Debian packages) and run them all
+
+CARGO ?= cargo
+DEB_PACKAGES := bind9-dnsutils
+
+.PHONY: all build run test deps bench check-config clean
+
+all: build
+
+build:
+	$(CARGO) build --release --bins
+
+run: build
+	./target/release/srvd
+
+deps:
+	@missing=""; for p in $(DEB_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	fi
+
+test: deps
+	$(CARGO) build --bins
+	$(CARGO) test --all-targets -- --test-threads=4
+
+bench: build
+	@for b in bench/*.sh; do [ -x "$$b" ] && "$$b" || true; done
+
+check-config: build
+	./target/release/srvd --config zones/example.toml --check-config
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,163 @@
+//! Shared test harness: a real srvd (in-process) on ephemeral ports in a
+//! temp dir, and a small DNS client for UDP and TCP.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
+use hickory_proto::rr::{Name, RecordType};
+use srvd::config::Config;
+use srvd::daemon::{self, Running};
+use srvd::server::DnsSockets;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+use tokio_util::sync::CancellationToken;
+
+/// A minimal valid config; `extra` is appended (more tables), and
+/// `{dir}` in the text is replaced by the temp dir.
+pub const BASE_CONFIG: &str = r#"
+[zone]
+origin = "puppet.example.test."
+ttl = 30
+negative_ttl = 20
+nameservers = ["ns1"]
+hostmaster = "hostmaster@example.test"
+
+[server]
+listen = ["127.0.0.1:0"]
+control_socket = "{dir}/control.sock"
+state_dir = "{dir}/state"
+registry = "{dir}/masters.toml"
+
+[[site]]
+name = "dc1"
+failover = ["dc2"]
+
+[[site]]
+name = "dc2"
+
+[[site]]
+name = "dc3"
+failover = ["dc2"]
+"#;
+
+pub struct TestDaemon {
+    pub dir: tempfile::TempDir,
+    pub running: Option<Running>,
+    pub addr: SocketAddr,
+    pub config: Config,
+}
+
+impl TestDaemon {
+    /// Starts srvd with `config` (use `{dir}` for the temp dir) and `registry` text.
+    pub async fn start(config: &str, registry: &str) -> TestDaemon {
+        Self::try_start(config, registry).await.expect("daemon starts")
+    }
+
+    pub async fn try_start(config: &str, registry: &str) -> Result<TestDaemon, daemon::DaemonError> {
+        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(dir, config, registry).await
+    }
+
+    pub async fn start_in(dir: tempfile::TempDir, config: &str, registry: &str) -> Result<TestDaemon, daemon::DaemonError> {
+        let d = dir.path().display().to_string();
+        let cfg_text = config.replace("{dir}", &d);
+        let cfg_path = dir.path().join("srvd.toml");
+        std::fs::write(&cfg_path, &cfg_text).unwrap();
+        std::fs::write(dir.path().join("masters.toml"), registry.replace("{dir}", &d)).unwrap();
+        let config = Config::load(&cfg_path)?;
+        let sockets = DnsSockets::bind(&config.server.listen).await?;
+        let running = daemon::start(config.clone(), sockets, CancellationToken::new()).await?;
+        let addr = running.dns_addrs[0];
+        Ok(TestDaemon { dir, running: Some(running), addr, config })
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn serial(&self) -> u32 {
+        self.running.as_ref().unwrap().publisher.snapshot().serial
+    }
+
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        if let Some(r) = self.running.take() {
+            r.stop().await;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::mem::replace(&mut self.dir, dir)
+    }
+
+    pub async fn udp(&self, name: &str, t: RecordType) -> Message {
+        query_udp(self.addr, &build_query(name, t, None)).await
+    }
+
+    pub async fn udp_edns(&self, name: &str, t: RecordType, size: u16) -> Message {
+        query_udp(self.addr, &build_query(name, t, Some(size))).await
+    }
+
+    pub async fn tcp(&self, name: &str, t: RecordType) -> Message {
+        let mut s = TcpStream::connect(self.addr).await.unwrap();
+        tcp_exchange(&mut s, &build_query(name, t, None)).await
+    }
+}
+
+/// Encodes a query (RD clear), optionally with EDNS of that payload size.
+pub fn build_query(name: &str, t: RecordType, edns: Option<u16>) -> Vec<u8> {
+    let mut m = Message::new(rand_id(), MessageType::Query, OpCode::Query);
+    m.add_query(Query::query(Name::from_ascii(name).unwrap(), t));
+    if let Some(size) = edns {
+        let mut e = Edns::new();
+        e.set_max_payload(size);
+        m.set_edns(e);
+    }
+    m.to_vec().unwrap()
+}
+
+fn rand_id() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static N: AtomicU16 = AtomicU16::new(1);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Sends raw bytes over UDP; returns the raw reply.
+pub async fn raw_udp(addr: SocketAddr, q: &[u8]) -> Option<Vec<u8>> {
+    let s = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    s.send_to(q, addr).await.unwrap();
+    let mut buf = vec![0u8; 65535];
+    match tokio::time::timeout(Duration::from_secs(2), s.recv_from(&mut buf)).await {
+        Ok(Ok((n, _))) => Some(buf[..n].to_vec()),
+        _ => None,
+    }
+}
+
+pub async fn query_udp(addr: SocketAddr, q: &[u8]) -> Message {
+    let r = raw_udp(addr, q).await.expect("UDP reply");
+    Message::from_vec(&r).expect("parsable reply")
+}
+
+/// One query/answer on an open TCP connection.
+pub async fn tcp_exchange(s: &mut TcpStream, q: &[u8]) -> Message {
+    s.write_all(&(q.len() as u16).to_be_bytes()).await.unwrap();
+    s.write_all(q).await.unwrap();
+    let mut len = [0u8; 2];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut len)).await.expect("TCP reply in time").unwrap();
+    let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
+    s.read_exact(&mut buf).await.unwrap();
+    Message::from_vec(&buf).expect("parsable reply")
+}
+
+/// SRV answers as (priority, weight, port, target-without-dot), in answer order.
+pub fn srv(m: &Message) -> Vec<(u16, u16, u16, String)> {
+    m.answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            hickory_proto::rr::RData::SRV(s) => {
+                Some((s.priority, s.weight, s.port, s.target.to_string().trim_end_matches('.').to_string()))
+            }
+            _ => None,
+        })
+        .collect()
+}
