@@ -269,15 +269,44 @@ impl Config {
     }
 }
 
-/// Turns a toml/serde error into file + key + reason, with the line.
+/// Turns a toml/serde error into file + key + reason. The key is worked out
+/// from the error's position: the enclosing `[table]` and the key on that
+/// line, plus the line number ("site[1].name (line 12)").
 pub fn toml_error(file: &Path, text: &str, e: &toml::de::Error) -> ConfigError {
-    let line = e.span().map(|s| text[..s.start.min(text.len())].lines().count().max(1));
     let msg = e.message().trim().to_string();
-    let key = match line {
-        Some(l) => format!("line {l}"),
-        None => "-".to_string(),
+    let Some(span) = e.span() else {
+        return ConfigError::new(file, "-", msg);
     };
-    ConfigError::new(file, key, msg)
+    let start = span.start.min(text.len());
+    let line_no = text[..start].matches('\n').count() + 1;
+    let line = text.lines().nth(line_no - 1).unwrap_or("");
+    // Which table: the last header before the error, counting array entries.
+    let mut table = String::new();
+    let mut counts: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let upto = text.char_indices().filter(|(_, c)| *c == '\n').map(|(i, _)| i).find(|i| *i >= start).unwrap_or(text.len());
+    for l in text[..upto].lines() {
+        let t = l.trim();
+        if let Some(h) = t.strip_prefix("[[").and_then(|r| r.split("]]").next()) {
+            let h = h.trim().to_string();
+            let n = counts.entry(h.clone()).or_insert(0);
+            table = format!("{h}[{n}]");
+            *n += 1;
+        } else if let Some(h) = t.strip_prefix('[').and_then(|r| r.split(']').next()) {
+            table = h.trim().to_string();
+        }
+    }
+    let missing = msg.strip_prefix("missing field `").and_then(|r| r.split('`').next()).map(str::to_string);
+    let key = missing.or_else(|| line.split_once('=').map(|(k, _)| k.trim().trim_matches('"').to_string()).filter(|k| !k.is_empty() && !k.starts_with('[')));
+    if span.start == 0 && (span.end == 0 || span.end >= text.trim_end().len()) {
+        table.clear(); // the error is about the whole document
+    }
+    let full = match (table.is_empty(), key) {
+        (false, Some(k)) => format!("{table}.{k} (line {line_no})"),
+        (true, Some(k)) => format!("{k} (line {line_no})"),
+        (false, None) => format!("{table} (line {line_no})"),
+        (true, None) => format!("line {line_no}"),
+    };
+    ConfigError::new(file, full, msg)
 }
 
 fn validate(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, ConfigError> {

@@ -64,6 +64,8 @@ fn load(args: &Args) -> Result<Config, config::ConfigError> {
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
+    // Validate everything before taking the sockets.
+    srvd::publish::Inputs::load(config.clone()).map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
     let sockets = DnsSockets::bind(&config.server.listen).await?;
     let shutdown = CancellationToken::new();
     let token = shutdown.clone();
