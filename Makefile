@@ -3,7 +3,7 @@
 #   make test   install what the tests need (Debian packages) and run them all
 
 CARGO ?= cargo
-DEB_PACKAGES := bind9-dnsutils
+DEB_PACKAGES := bind9-dnsutils puppet-agent ruby iproute2
 
 .PHONY: all build run test deps bench check-config clean
 

@@ -1,0 +1,231 @@
+//! The real Puppet agent's SRV code (Puppet::HTTP::DNS from Debian's
+//! puppet-agent package) resolving through a real srvd: the order in which an
+//! agent would try masters, per site and service, for normal answers,
+//! truncated answers (UDP -> TCP) and failover.
+//!
+//! Puppet picks inside one priority at random by weight, so these tests
+//! compare priority groups (sets), never the order inside a group.
+
+mod common;
+#[path = "puppet/order.rs"]
+mod order;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use common::{BASE_CONFIG, TestDaemon, srv};
+use hickory_proto::rr::RecordType;
+use order::{Outcome, puppet_order, sets};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+const ORIGIN: &str = "puppet.example.test";
+
+/// A stand-in Puppet master for `check = "tcp"`: up while its port accepts.
+/// Connections are accepted and closed at once.
+struct Master {
+    port: u16,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Master {
+    async fn start() -> Master {
+        Self::on_port(0).await
+    }
+
+    async fn on_port(port: u16) -> Master {
+        let l = TcpListener::bind(("127.0.0.1", port)).await.expect("bind master");
+        let port = l.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                drop(s);
+            }
+        });
+        Master { port, task: Some(task) }
+    }
+
+    /// Stops accepting: the port refuses connections from now on.
+    async fn kill(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+            let _ = t.await; // the listener is dropped when the task ends
+        }
+    }
+
+    /// Listens on the same port again.
+    async fn revive(&mut self) {
+        self.kill().await;
+        *self = Master::on_port(self.port).await;
+    }
+}
+
+impl Drop for Master {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
+
+/// One `[[master]]` table, reached on 127.0.0.1:`port`.
+fn master(host: &str, site: &str, roles: &[&str], port: u16, weight: u16) -> String {
+    let roles: Vec<String> = roles.iter().map(|r| format!("{r:?}")).collect();
+    format!(
+        "[[master]]\nhost = \"{host}.{ORIGIN}\"\nsite = \"{site}\"\nport = {port}\nroles = [{}]\nweight = {weight}\naddresses = [\"127.0.0.1\"]\ncheck = \"tcp\"\n\n",
+        roles.join(", ")
+    )
+}
+
+fn fq(h: &str) -> String {
+    format!("{h}.{ORIGIN}")
+}
+
+fn fq_sets(groups: &[&[&str]]) -> Vec<BTreeSet<String>> {
+    let owned: Vec<Vec<String>> = groups.iter().map(|g| g.iter().map(|h| fq(h)).collect()).collect();
+    let refs: Vec<Vec<&str>> = owned.iter().map(|g| g.iter().map(String::as_str).collect()).collect();
+    let refs: Vec<&[&str]> = refs.iter().map(Vec::as_slice).collect();
+    sets(&refs)
+}
+
+fn spec(site: Option<&str>, service: &str) -> String {
+    match site {
+        Some(s) => format!("{s}.{ORIGIN}:{service}"),
+        None => format!("{ORIGIN}:{service}"),
+    }
+}
+
+/// BASE_CONFIG's sites: dc1 (failover dc2), dc2, dc3 (failover dc2). Tiers
+/// are [site] + failover + the other sites in config order, so:
+///   dc1: dc1, dc2, dc3     dc2: dc2, dc1, dc3     dc3: dc3, dc2, dc1
+/// Masters: dc1 has two compilers with different weights, the primary CA and
+/// no report server; dc2 has a compiler that also takes reports, and the
+/// standby CA; dc3 one compiler. No master has the fileserver role.
+fn estate(port: u16) -> String {
+    [
+        master("pm1.dc1", "dc1", &["puppet"], port, 10),
+        master("pm2.dc1", "dc1", &["puppet"], port, 30),
+        master("ca1.dc1", "dc1", &["ca"], port, 10),
+        master("pm1.dc2", "dc2", &["puppet", "report"], port, 10),
+        master("ca2.dc2", "dc2", &["ca"], port, 10),
+        master("pm1.dc3", "dc3", &["puppet"], port, 10),
+    ]
+    .concat()
+}
+
+fn by_spec<'a>(outs: &'a [Outcome], spec: &str) -> &'a Outcome {
+    let (d, s) = spec.rsplit_once(':').unwrap();
+    outs.iter().find(|o| o.domain == d && o.service == s).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn puppet_tries_local_masters_first_then_failover_sites_in_order() {
+    let m = Master::start().await;
+    let d = TestDaemon::start(BASE_CONFIG, &estate(m.port)).await;
+
+    let mut specs = Vec::new();
+    for site in [Some("dc1"), Some("dc2"), Some("dc3"), None] {
+        for service in ["puppet", "ca", "report", "file"] {
+            specs.push(spec(site, service));
+        }
+    }
+    // 8 repeats: 8 fresh weighted random choices per name.
+    let outs = puppet_order(d.addr, &specs, 8).await;
+
+    // _x-puppet: local site first, then the failover order.
+    let puppet = [
+        ("dc1", fq_sets(&[&["pm1.dc1", "pm2.dc1"], &["pm1.dc2"], &["pm1.dc3"]])),
+        ("dc2", fq_sets(&[&["pm1.dc2"], &["pm1.dc1", "pm2.dc1"], &["pm1.dc3"]])),
+        ("dc3", fq_sets(&[&["pm1.dc3"], &["pm1.dc2"], &["pm1.dc1", "pm2.dc1"]])),
+    ];
+    for (site, want) in &puppet {
+        let o = by_spec(&outs, &spec(Some(site), "puppet"));
+        assert_eq!(o.names(), [format!("_x-puppet._tcp.{site}.{ORIGIN}")]);
+        assert_eq!(&o.group_sets(), want, "puppet order for {site}");
+        // Puppet got srvd's weights and ports unchanged.
+        for r in o.used() {
+            let w = if r.target == fq("pm2.dc1") { 30 } else { 10 };
+            assert_eq!((r.weight, r.port), (w, m.port), "{r:?}");
+        }
+        assert!(!o.tcp, "a small answer needs no TCP");
+    }
+
+    for site in ["dc1", "dc2", "dc3"] {
+        // _x-puppet-ca: the one active CA (ca1.dc1, first in site order), the
+        // same for every site; the standby never appears.
+        let ca = by_spec(&outs, &spec(Some(site), "ca"));
+        assert_eq!(ca.names(), [format!("_x-puppet-ca._tcp.{site}.{ORIGIN}")], "no fallback for the CA");
+        assert_eq!(ca.group_sets(), fq_sets(&[&["ca1.dc1"]]), "CA for {site}");
+
+        // _x-puppet-report: only the report master, at its site's tier.
+        let rep = by_spec(&outs, &spec(Some(site), "report"));
+        assert_eq!(rep.names(), [format!("_x-puppet-report._tcp.{site}.{ORIGIN}")]);
+        assert_eq!(rep.group_sets(), fq_sets(&[&["pm1.dc2"]]), "report for {site}");
+        let want_prio = if site == "dc2" { 10 } else { 20 };
+        assert_eq!(rep.used()[0].priority, want_prio, "report priority for {site}");
+
+        // _x-puppet-fileserver: no master has the role, srvd answers NODATA,
+        // Puppet falls back to _x-puppet and uses that order.
+        let file = by_spec(&outs, &spec(Some(site), "file"));
+        assert_eq!(
+            file.names(),
+            [format!("_x-puppet-fileserver._tcp.{site}.{ORIGIN}"), format!("_x-puppet._tcp.{site}.{ORIGIN}")],
+            "fileserver falls back to _x-puppet"
+        );
+        assert!(file.queries[0].records.is_empty());
+        let want = &puppet.iter().find(|(s, _)| *s == site).unwrap().1;
+        assert_eq!(&file.group_sets(), want, "fileserver (fallback) order for {site}");
+    }
+
+    // The site-less pool at the apex: every compiler at one priority.
+    let pool = by_spec(&outs, &spec(None, "puppet"));
+    assert_eq!(pool.group_sets(), fq_sets(&[&["pm1.dc1", "pm2.dc1", "pm1.dc2", "pm1.dc3"]]));
+    assert_eq!(by_spec(&outs, &spec(None, "ca")).group_sets(), fq_sets(&[&["ca1.dc1"]]));
+    assert_eq!(by_spec(&outs, &spec(None, "report")).group_sets(), fq_sets(&[&["pm1.dc2"]]));
+    assert_eq!(by_spec(&outs, &spec(None, "file")).names().len(), 2, "apex fileserver falls back too");
+
+    d.stop().await;
+}
+
+/// Puppet weighs `weight * 10` at random inside a priority: over many fresh
+/// runs both dc1 compilers come first sometimes. (Loose bound: with weights
+/// 10 and 30, pm1.dc1 is first with p = 1/4; 60 runs all missing it has
+/// probability (3/4)^60 ~ 3e-8.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn puppet_spreads_agents_over_a_sites_masters_by_weight() {
+    let m = Master::start().await;
+    let d = TestDaemon::start(BASE_CONFIG, &estate(m.port)).await;
+    let o = puppet_order(d.addr, &[spec(Some("dc1"), "puppet")], 60).await.remove(0);
+    assert_eq!(o.firsts(), [fq("pm1.dc1"), fq("pm2.dc1")].into_iter().collect());
+    d.stop().await;
+}
+
+/// Enough masters that the answer exceeds 512 bytes: Ruby's resolver (no
+/// EDNS) gets TC over UDP, retries over TCP and Puppet sees every record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_answers_reach_puppet_over_tcp() {
+    const N: usize = 40;
+    let m = Master::start().await;
+    let mut reg = String::new();
+    for i in 0..N {
+        let site = if i % 2 == 0 { "dc1" } else { "dc2" };
+        reg.push_str(&master(&format!("compiler-{i:02}.{site}"), site, &["puppet"], m.port, 10));
+    }
+    let d = TestDaemon::start(BASE_CONFIG, &reg).await;
+
+    // Precondition: over plain UDP the answer really is truncated.
+    let name = format!("_x-puppet._tcp.dc1.{ORIGIN}.");
+    let udp = d.udp(&name, RecordType::SRV).await;
+    assert!(udp.metadata.truncation, "UDP answer without EDNS is truncated");
+    let tcp = d.tcp(&name, RecordType::SRV).await;
+    assert_eq!(srv(&tcp).len(), N, "TCP answer has every record");
+
+    let o = puppet_order(d.addr, &[spec(Some("dc1"), "puppet")], 3).await.remove(0);
+    assert!(o.tcp, "Ruby's resolver retried over TCP: {o:?}");
+    assert_eq!(o.used().len(), N, "Puppet saw every record");
+    let dc1: Vec<String> = (0..N).step_by(2).map(|i| format!("compiler-{i:02}.dc1")).collect();
+    let dc2: Vec<String> = (1..N).step_by(2).map(|i| format!("compiler-{i:02}.dc2")).collect();
+    let dc1: Vec<&str> = dc1.iter().map(String::as_str).collect();
+    let dc2: Vec<&str> = dc2.iter().map(String::as_str).collect();
+    assert_eq!(o.group_sets(), fq_sets(&[&dc1, &dc2]));
+    d.stop().await;
+}
