@@ -83,7 +83,7 @@ pub struct RoleAnswer {
     pub site: Option<String>,
     pub role: Role,
     pub mode: Mode,
-    /// In the order they are put in the answer: priority, then tier, then host.
+    /// In the order they are put in the answer: priority, then tier, then host name (alphabetical).
     pub records: Vec<SrvTarget>,
     /// Every master with this role and why it is in or out.
     pub verdicts: Vec<(MasterKey, Verdict)>,
@@ -137,7 +137,7 @@ fn role_answer(config: &Config, registry: &Registry, health: &HealthStates, scop
             (m, t, p)
         })
         .collect();
-    ms.sort_by(|a, b| (a.1, &a.0.host, a.0.port).cmp(&(b.1, &b.0.host, b.0.port)));
+    ms.sort_by_cached_key(|(m, tier, _)| (*tier, m.host.to_ascii(), m.port));
 
     let any_up = ms.iter().any(|(m, _, _)| !m.drained && health_of(health, &m.key(), role) == Health::Up);
     let any_candidate = ms.iter().any(|(m, _, _)| !m.drained);
@@ -179,10 +179,9 @@ fn role_answer(config: &Config, registry: &Registry, health: &HealthStates, scop
 pub fn ca_order<'r>(config: &Config, registry: &'r Registry) -> Vec<&'r Master> {
     let site_idx = |s: &str| config.sites.iter().position(|x| x.name == s).unwrap_or(usize::MAX);
     let mut cas: Vec<&Master> = registry.masters.iter().filter(|m| m.has_role(Role::Ca)).collect();
-    cas.sort_by(|a, b| {
-        let ka = config.policy.ca_order.iter().position(|h| *h == a.host).unwrap_or(usize::MAX);
-        let kb = config.policy.ca_order.iter().position(|h| *h == b.host).unwrap_or(usize::MAX);
-        (ka, site_idx(&a.site), &a.host, a.port).cmp(&(kb, site_idx(&b.site), &b.host, b.port))
+    cas.sort_by_cached_key(|m| {
+        let listed = config.policy.ca_order.iter().position(|h| *h == m.host).unwrap_or(usize::MAX);
+        (listed, site_idx(&m.site), m.host.to_ascii(), m.port)
     });
     cas
 }
