@@ -16,13 +16,16 @@
 //! recomputes the policy, raises the SOA serial if the data changed and swaps
 //! in a new snapshot; queries never wait for a lock.
 
+pub mod cli;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod dns;
 pub mod fsutil;
 pub mod names;
 pub mod policy;
 pub mod publish;
+pub mod regedit;
 pub mod registry;
 pub mod server;
 pub mod state;

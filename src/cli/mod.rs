@@ -1,0 +1,1 @@
+//! srvctl: the command line (placeholder).

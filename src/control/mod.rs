@@ -1,0 +1,2 @@
+//! The control plane: srvctl talks to the daemon over a Unix socket.
+pub mod proto;

@@ -1,0 +1,366 @@
+//! The control protocol: one JSON [`Request`] per line from srvctl, one JSON
+//! [`Response`] per line back. These types are the wire format *and* the
+//! `srvctl --json` output, documented in docs/srvctl.md; fields are only
+//! ever added, never renamed or removed.
+//!
+//! Times are unix seconds (UTC); latencies are milliseconds.
+
+use serde::{Deserialize, Serialize};
+
+/// What srvctl asks the daemon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "kebab-case")]
+pub enum Request {
+    AddMaster(AddMaster),
+    RemoveMaster(Target),
+    Drain(Target),
+    Undrain(Target),
+    SetWeight(SetWeight),
+    List,
+    Status,
+    Explain(ExplainArgs),
+    Reload,
+}
+
+impl Request {
+    /// The command name, as srvctl spells it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::AddMaster(_) => "add-master",
+            Request::RemoveMaster(_) => "remove-master",
+            Request::Drain(_) => "drain",
+            Request::Undrain(_) => "undrain",
+            Request::SetWeight(_) => "set-weight",
+            Request::List => "list",
+            Request::Status => "status",
+            Request::Explain(_) => "explain",
+            Request::Reload => "reload",
+        }
+    }
+
+    /// Whether the request changes anything (registry or loaded files).
+    pub fn is_change(&self) -> bool {
+        !matches!(self, Request::List | Request::Status | Request::Explain(_))
+    }
+}
+
+/// `add-master`. Values are passed as the operator typed them and validated
+/// by the daemon, so every refusal reads the same whatever the client.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddMaster {
+    /// "host" or "host:port".
+    pub host: String,
+    pub site: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roles: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<String>,
+    /// Reply only once the first health check of every role has a result.
+    #[serde(default)]
+    pub wait: bool,
+    /// How long `wait` may take, milliseconds (default 60 000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_timeout_ms: Option<u64>,
+}
+
+/// A master named by "host" or "host:port".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Target {
+    pub host: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetWeight {
+    pub host: String,
+    pub weight: i64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExplainArgs {
+    /// A site name, "@" for the site-less names at the zone apex, or none for all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
+}
+
+/// The daemon's answer: `{"ok": {...}}`, `{"refused": {...}}` or `{"error": {...}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Response {
+    /// Done (for a change: on disk and in the DNS answers).
+    Ok(Reply),
+    /// Not done, nothing changed; the message says why.
+    Refused(Failure),
+    /// Not done because something failed on the daemon's side (e.g. the
+    /// registry file could not be written); nothing changed.
+    Error(Failure),
+}
+
+/// Why a request was not done. `file`/`key`/`reason` are set when a file is at fault.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl Failure {
+    pub fn new(message: impl Into<String>) -> Failure {
+        Failure { message: message.into(), file: None, key: None, reason: None }
+    }
+}
+
+impl From<crate::config::ConfigError> for Failure {
+    fn from(e: crate::config::ConfigError) -> Failure {
+        Failure { message: e.to_string(), file: Some(e.file), key: Some(e.key), reason: Some(e.reason) }
+    }
+}
+
+/// The data of a successful request, tagged by `kind`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Reply {
+    Change(ChangeReport),
+    Masters(MastersReport),
+    Status(StatusReport),
+    Explain(ExplainReport),
+    Reload(ReloadReport),
+}
+
+/// A master as the registry has it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MasterInfo {
+    /// Host name without the trailing dot.
+    pub host: String,
+    pub port: u16,
+    pub site: String,
+    pub roles: Vec<String>,
+    pub weight: u16,
+    pub addresses: Vec<String>,
+    pub drained: bool,
+    /// "https" or "tcp".
+    pub check: String,
+}
+
+impl MasterInfo {
+    /// "host:port".
+    pub fn id(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+/// The outcome of add-master, remove-master, drain, undrain, set-weight.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChangeReport {
+    /// The command ("add-master", ...).
+    pub action: String,
+    /// False when the master already was in the asked state (nothing written).
+    pub changed: bool,
+    /// The master after the change (before it, for remove-master).
+    pub master: MasterStatus,
+    /// The SOA serial served once the change was applied.
+    pub serial: u32,
+    /// Human remarks ("pending until its first health check", ...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+    /// Set by `add-master --wait`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait: Option<WaitOutcome>,
+}
+
+/// How `add-master --wait` ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaitOutcome {
+    /// "published" (every role passed its first check), "down" (a check
+    /// failed), or "timeout".
+    pub outcome: String,
+    pub detail: String,
+}
+
+impl WaitOutcome {
+    pub fn succeeded(&self) -> bool {
+        self.outcome == "published"
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MastersReport {
+    pub serial: u32,
+    pub registry: String,
+    pub masters: Vec<MasterInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub serial: u32,
+    /// TTL of published records, seconds.
+    pub ttl: u32,
+    /// When this srvd started.
+    pub started: u64,
+    /// When this report was made.
+    pub now: u64,
+    pub masters: Vec<MasterStatus>,
+}
+
+/// A master with its health.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MasterStatus {
+    #[serde(flatten)]
+    pub master: MasterInfo,
+    /// When the master was drained (for a master already drained when srvd
+    /// started, or drained by hand and reloaded: that moment).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drained_since: Option<u64>,
+    /// drained_since + zone ttl: after this no cached answer names the master.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answers_expire: Option<u64>,
+    /// Drained and answers_expire has passed: the master can be stopped.
+    pub safe_to_stop: bool,
+    pub health: Vec<RoleHealth>,
+}
+
+/// The health of one role of a master.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoleHealth {
+    pub role: String,
+    /// "up", "down" or "pending".
+    pub state: String,
+    /// When the state was entered, if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<u64>,
+    /// None when not checked since srvd started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_check: Option<CheckResult>,
+    /// Whether the master is in the answers for this role on at least one name.
+    pub published: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckResult {
+    pub at: u64,
+    pub ok: bool,
+    /// "200 OK", "connection refused", ...
+    pub detail: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExplainReport {
+    pub serial: u32,
+    pub ttl: u32,
+    pub names: Vec<NameExplain>,
+}
+
+/// One published SRV name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NameExplain {
+    /// Fully qualified, with the trailing dot.
+    pub name: String,
+    /// None for the site-less names at the apex.
+    pub site: Option<String>,
+    pub role: String,
+    /// "normal", "all-down", "empty" or "no-masters".
+    pub mode: String,
+    /// In answer order.
+    pub records: Vec<SrvRecord>,
+    /// Every master with this role, in or out, and why.
+    pub masters: Vec<MasterVerdict>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SrvRecord {
+    pub priority: u16,
+    pub weight: u16,
+    pub port: u16,
+    pub target: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MasterVerdict {
+    /// "host:port".
+    pub master: String,
+    pub site: String,
+    /// True when the master is in the answer.
+    #[serde(rename = "in")]
+    pub included: bool,
+    /// "in", "in-all-down", "down", "pending", "drained", "standby-ca", "all-down-empty".
+    pub verdict: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<u16>,
+    /// A sentence saying why.
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadReport {
+    pub serial: u32,
+    /// Whether the published data changed.
+    pub changed: bool,
+    /// Masters ("host:port") added, removed or modified by the reload.
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub modified: Vec<String>,
+    /// Settings that changed in the file but only take effect at restart.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restart_needed: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_shapes() {
+        let r = Request::SetWeight(SetWeight { host: "pm1.example.com".into(), weight: 5 });
+        assert_eq!(serde_json::to_string(&r).unwrap(), r#"{"command":"set-weight","host":"pm1.example.com","weight":5}"#);
+        assert_eq!(serde_json::to_string(&Request::List).unwrap(), r#"{"command":"list"}"#);
+        let back: Request = serde_json::from_str(r#"{"command":"list"}"#).unwrap();
+        assert_eq!(back, Request::List);
+        let resp = Response::Refused(Failure::new("no"));
+        assert_eq!(serde_json::to_string(&resp).unwrap(), r#"{"refused":{"message":"no"}}"#);
+        let st = Response::Ok(Reply::Status(StatusReport {
+            serial: 7,
+            ttl: 30,
+            started: 1,
+            now: 2,
+            masters: vec![MasterStatus {
+                master: MasterInfo {
+                    host: "a.example".into(),
+                    port: 8140,
+                    site: "dc1".into(),
+                    roles: vec!["puppet".into()],
+                    weight: 10,
+                    addresses: vec![],
+                    drained: false,
+                    check: "https".into(),
+                },
+                drained_since: None,
+                answers_expire: None,
+                safe_to_stop: false,
+                health: vec![RoleHealth {
+                    role: "puppet".into(),
+                    state: "up".into(),
+                    since: Some(1),
+                    last_check: Some(CheckResult { at: 2, ok: true, detail: "200".into(), latency_ms: Some(1.5) }),
+                    published: true,
+                }],
+            }],
+        }));
+        let text = serde_json::to_string(&st).unwrap();
+        assert!(text.starts_with(r#"{"ok":{"kind":"status","serial":7"#), "{text}");
+        let back: Response = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, st);
+    }
+}
