@@ -124,10 +124,15 @@ fn rand_id() -> u16 {
 
 /// Sends raw bytes over UDP; returns the raw reply.
 pub async fn raw_udp(addr: SocketAddr, q: &[u8]) -> Option<Vec<u8>> {
+    raw_udp_within(addr, q, Duration::from_secs(2)).await
+}
+
+/// Like [`raw_udp`] with a chosen wait (short when silence is expected).
+pub async fn raw_udp_within(addr: SocketAddr, q: &[u8], wait: Duration) -> Option<Vec<u8>> {
     let s = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     s.send_to(q, addr).await.unwrap();
     let mut buf = vec![0u8; 65535];
-    match tokio::time::timeout(Duration::from_secs(2), s.recv_from(&mut buf)).await {
+    match tokio::time::timeout(wait, s.recv_from(&mut buf)).await {
         Ok(Ok((n, _))) => Some(buf[..n].to_vec()),
         _ => None,
     }
