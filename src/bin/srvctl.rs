@@ -1,6 +1,6 @@
-//! srvctl: administer a running srvd (placeholder until the control socket lands).
+//! srvctl: administer a running srvd (see docs/srvctl.md). All logic is in
+//! `srvd::cli`.
 
 fn main() -> std::process::ExitCode {
-    eprintln!("srvctl: not implemented yet");
-    std::process::ExitCode::from(2)
+    std::process::ExitCode::from(srvd::cli::main(std::env::args_os()))
 }

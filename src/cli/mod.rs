@@ -1,1 +1,106 @@
-//! srvctl: the command line (placeholder).
+//! srvctl: administer a running srvd over its control socket.
+//!
+//! Each command noun has a file that turns its arguments into a
+//! [`Request`]; [`output`] renders every [`Response`] (aligned tables, or
+//! `--json`) and picks the exit code. `src/bin/srvctl.rs` only calls [`main`].
+
+mod explain;
+mod master;
+mod output;
+mod reload;
+mod status;
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::control::client::{self, DEFAULT_SOCKET};
+use crate::control::proto::Request;
+
+/// Exit codes (DESIGN.md §5).
+pub mod exit {
+    /// Done.
+    pub const DONE: u8 = 0;
+    /// Refused (or failed) by the daemon; the message says why. Also an
+    /// `add-master --wait` whose master did not come up.
+    pub const REFUSED: u8 = 1;
+    /// Bad command line.
+    pub const USAGE: u8 = 2;
+    /// The daemon could not be reached or did not answer.
+    pub const UNREACHABLE: u8 = 3;
+}
+
+/// Administer a running srvd: add, remove, drain and weigh Puppet masters,
+/// show their health and why each is (not) in the SRV answers.
+#[derive(Debug, Parser)]
+#[command(name = "srvctl", version, after_help = "Exit codes: 0 done, 1 refused, 2 usage, 3 srvd unreachable. See docs/srvctl.md.")]
+pub struct Cli {
+    /// srvd's control socket.
+    #[arg(long, global = true, env = "SRVD_SOCKET", default_value = DEFAULT_SOCKET, value_name = "PATH")]
+    pub socket: PathBuf,
+    /// Print srvd's answer as JSON (one object; schema in docs/srvctl.md).
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Add a master; it is published after its first successful health check.
+    AddMaster(master::AddArgs),
+    /// Remove a master from the registry and the answers.
+    RemoveMaster(master::HostArg),
+    /// Take a master out of the answers; it is still checked.
+    Drain(master::HostArg),
+    /// Put a drained master back into the answers.
+    Undrain(master::HostArg),
+    /// Set a master's SRV weight (0..65535).
+    SetWeight(master::WeightArgs),
+    /// List the registered masters.
+    List,
+    /// Health of every master and role, drain state, zone serial.
+    Status,
+    /// Every published SRV name, its records in order, and why each master is in or out.
+    Explain(explain::Args),
+    /// Re-read config, zone file and registry (what SIGHUP does).
+    Reload,
+}
+
+impl Command {
+    pub fn request(&self) -> Request {
+        match self {
+            Command::AddMaster(a) => a.request(),
+            Command::RemoveMaster(h) => master::remove(h),
+            Command::Drain(h) => master::drain(h, true),
+            Command::Undrain(h) => master::drain(h, false),
+            Command::SetWeight(w) => w.request(),
+            Command::List => Request::List,
+            Command::Status => status::request(),
+            Command::Explain(a) => a.request(),
+            Command::Reload => reload::request(),
+        }
+    }
+}
+
+/// Parses `args` (program name first), runs the command, prints, and
+/// returns the exit code.
+pub fn main(args: impl IntoIterator<Item = impl Into<OsString> + Clone>) -> u8 {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { exit::USAGE } else { exit::DONE };
+        }
+    };
+    let req = cli.command.request();
+    let result = client::request(&cli.socket, &req);
+    let stdout = std::io::stdout();
+    let stderr = std::io::stderr();
+    let (code, out, err) = output::render(&req, &result, cli.json);
+    let _ = stdout.lock().write_all(out.as_bytes());
+    let _ = stderr.lock().write_all(err.as_bytes());
+    code
+}

@@ -1,2 +1,192 @@
-//! The control plane: srvctl talks to the daemon over a Unix socket.
+//! The control plane: srvctl talks to the daemon over a Unix socket
+//! (`server.control_socket`), one JSON request per line, one JSON response
+//! per line ([`proto`]).
+//!
+//! Changes are serialised: each one re-reads the registry file, edits it with
+//! [`crate::regedit`] (keeping comments), validates the whole result, writes
+//! it atomically, and only then applies it to the [`Publisher`] and
+//! acknowledges. A refused change writes nothing and applies nothing.
+
+pub mod client;
+mod edit;
 pub mod proto;
+mod report;
+pub mod server;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::time::Instant;
+
+use crate::health::HealthBoard;
+use crate::policy::{Health, health_of};
+use crate::publish::Publisher;
+use crate::registry::{MasterKey, Role};
+use proto::{Failure, Reply, Request, Response, WaitOutcome};
+
+/// How long `add-master --wait` waits by default.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(60);
+
+/// The daemon side of the control socket, shared by every connection (and
+/// by the SIGHUP handler, which calls [`Control::reload`]).
+pub struct Control {
+    publisher: Arc<Publisher>,
+    started: SystemTime,
+    /// Held for the whole of a change or reload: they are serialised.
+    edit: Mutex<EditState>,
+    /// When each drained master was drained (for "safe to stop").
+    drains: Mutex<HashMap<MasterKey, SystemTime>>,
+    /// The health checker's board (state, since, last check), once it runs.
+    health: OnceLock<Arc<HealthBoard>>,
+}
+
+struct EditState {
+    /// The registry file as srvd last read or wrote it (None: no file). A
+    /// change is refused when the file on disk differs: someone edited it
+    /// by hand and has not run `srvctl reload` yet.
+    text: Option<String>,
+}
+
+impl Control {
+    /// Reads the registry text the publisher's inputs came from.
+    pub fn new(publisher: Arc<Publisher>) -> std::io::Result<Arc<Control>> {
+        let started = SystemTime::now();
+        let (path, drained): (_, Vec<MasterKey>) = {
+            let core = publisher.lock();
+            let reg = &core.inputs.registry;
+            (core.inputs.config.server.registry.clone(), reg.masters.iter().filter(|m| m.drained).map(|m| m.key()).collect())
+        };
+        let text = edit::read_text(&path)?;
+        Ok(Arc::new(Control {
+            publisher,
+            started,
+            edit: Mutex::new(EditState { text }),
+            // Drained before this start: answers naming them were given
+            // before now at the latest.
+            drains: Mutex::new(drained.into_iter().map(|k| (k, started)).collect()),
+            health: OnceLock::new(),
+        }))
+    }
+
+    /// Lets `status`, `explain` and `add-master --wait` show check results.
+    pub fn set_health_board(&self, board: Arc<HealthBoard>) {
+        let _ = self.health.set(board);
+    }
+
+    pub fn publisher(&self) -> &Arc<Publisher> {
+        &self.publisher
+    }
+
+    fn edit_state(&self) -> MutexGuard<'_, EditState> {
+        self.edit.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn drains(&self) -> MutexGuard<'_, HashMap<MasterKey, SystemTime>> {
+        self.drains.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Answers one request. Changes run on a blocking thread (file writes
+    /// and fsync) and complete even if the caller goes away.
+    pub async fn handle(self: &Arc<Self>, req: Request, peer_uid: Option<u32>) -> Response {
+        match req {
+            Request::List => Response::Ok(Reply::Masters(self.list())),
+            Request::Status => Response::Ok(Reply::Status(self.status())),
+            Request::Explain(a) => match self.explain(a.site.as_deref()) {
+                Ok(r) => Response::Ok(Reply::Explain(r)),
+                Err(f) => Response::Refused(f),
+            },
+            Request::Reload => {
+                let this = self.clone();
+                let r = tokio::task::spawn_blocking(move || this.reload()).await;
+                let resp = r.unwrap_or_else(|e| Response::Error(Failure::new(format!("reload failed: {e}"))));
+                log_outcome("reload", "-", peer_uid, &resp);
+                resp
+            }
+            change => {
+                let this = self.clone();
+                let wait = match &change {
+                    Request::AddMaster(a) if a.wait => Some(a.wait_timeout_ms.map_or(DEFAULT_WAIT, Duration::from_millis)),
+                    _ => None,
+                };
+                let what = change_target(&change);
+                let name = change.name();
+                let r = tokio::task::spawn_blocking(move || this.change(&change)).await;
+                let resp = r.unwrap_or_else(|e| Response::Error(Failure::new(format!("change failed: {e}"))));
+                log_outcome(name, &what, peer_uid, &resp);
+                match (resp, wait) {
+                    (Response::Ok(Reply::Change(mut rep)), Some(timeout)) => {
+                        let key = MasterKey {
+                            host: crate::names::parse_absolute(&rep.master.master.host).expect("validated"),
+                            port: rep.master.master.port,
+                        };
+                        rep.wait = Some(self.wait_checked(&key, timeout).await);
+                        rep.master = self.master_status(&key).unwrap_or(rep.master);
+                        Response::Ok(Reply::Change(rep))
+                    }
+                    (resp, _) => resp,
+                }
+            }
+        }
+    }
+
+    /// Waits until every role of a master has left `Pending`.
+    async fn wait_checked(&self, key: &MasterKey, timeout: Duration) -> WaitOutcome {
+        let deadline = Instant::now() + timeout;
+        // Subscribe before looking, so no update is missed in between.
+        let mut generation = self.publisher.generation();
+        loop {
+            if let Some(outcome) = self.wait_state(key) {
+                return outcome;
+            }
+            match tokio::time::timeout_at(deadline, generation.changed()).await {
+                Ok(Ok(())) => continue,
+                Ok(Err(_)) => return WaitOutcome { outcome: "timeout".into(), detail: "srvd is shutting down".into() },
+                Err(_) => {
+                    return WaitOutcome {
+                        outcome: "timeout".into(),
+                        detail: format!("no health check result within {}", crate::names::fmt_duration(timeout)),
+                    };
+                }
+            }
+        }
+    }
+
+    fn wait_state(&self, key: &MasterKey) -> Option<WaitOutcome> {
+        let core = self.publisher.lock();
+        let Some(m) = core.inputs.registry.get(key) else {
+            return Some(WaitOutcome { outcome: "removed".into(), detail: format!("{key} was removed meanwhile") });
+        };
+        let states: Vec<(Role, Health)> = m.roles.iter().map(|&r| (r, health_of(&core.health, key, r))).collect();
+        drop(core);
+        if let Some((role, _)) = states.iter().find(|(_, h)| *h == Health::Down) {
+            let detail = report::last_check_detail(self, key, *role).unwrap_or_else(|| "health check failed".into());
+            return Some(WaitOutcome { outcome: "down".into(), detail: format!("role {role}: {detail}") });
+        }
+        if states.iter().all(|(_, h)| *h == Health::Up) {
+            return Some(WaitOutcome { outcome: "published".into(), detail: "first health check passed".into() });
+        }
+        None
+    }
+}
+
+fn change_target(req: &Request) -> String {
+    match req {
+        Request::AddMaster(a) => a.host.clone(),
+        Request::RemoveMaster(t) | Request::Drain(t) | Request::Undrain(t) => t.host.clone(),
+        Request::SetWeight(s) => format!("{} weight={}", s.host, s.weight),
+        _ => "-".into(),
+    }
+}
+
+fn log_outcome(command: &str, target: &str, uid: Option<u32>, resp: &Response) {
+    match resp {
+        Response::Ok(_) => tracing::info!(command, target, uid, "srvctl change applied"),
+        Response::Refused(f) => tracing::info!(command, target, uid, reason = %f.message, "srvctl change refused"),
+        Response::Error(f) => tracing::error!(command, target, uid, error = %f.message, "srvctl change failed"),
+    }
+}
+
+pub(crate) fn unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}

@@ -232,11 +232,16 @@ pub struct MasterStatus {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RoleHealth {
     pub role: String,
-    /// "up", "down" or "pending".
+    /// "up", "down", "pending" (added, not published before its first
+    /// successful check) or "unchecked" (no state known since srvd started:
+    /// published until its first check).
     pub state: String,
     /// When the state was entered, if known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<u64>,
+    /// The result of the check that caused the state ("connection refused", ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     /// None when not checked since srvd started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_check: Option<CheckResult>,
@@ -353,6 +358,7 @@ mod tests {
                     role: "puppet".into(),
                     state: "up".into(),
                     since: Some(1),
+                    reason: None,
                     last_check: Some(CheckResult { at: 2, ok: true, detail: "200".into(), latency_ms: Some(1.5) }),
                     published: true,
                 }],

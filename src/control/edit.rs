@@ -1,0 +1,307 @@
+//! Changes (add-master, remove-master, drain, undrain, set-weight) and
+//! reload: validate, write the registry atomically, then apply.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use super::proto::{AddMaster, ChangeReport, Failure, ReloadReport, Reply, Request, Response};
+use super::Control;
+use crate::config::{Config, ConfigError};
+use crate::fsutil::write_atomic;
+use crate::policy::{Health, HealthStates};
+use crate::publish::{Inputs, check_registry_against_statics};
+use crate::regedit::RegistryDoc;
+use crate::registry::{Master, MasterKey, RawMaster, Registry, split_host_port, validate_master};
+use crate::zonefile;
+
+/// Reads a file; a missing file is `None`.
+pub(super) fn read_text(path: &Path) -> std::io::Result<Option<String>> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn refused(msg: impl Into<String>) -> Response {
+    Response::Refused(Failure::new(msg))
+}
+
+/// Finds the one master `spec` ("host" or "host:port") names; its index in file order.
+pub(super) fn resolve<'r>(registry: &'r Registry, spec: &str) -> Result<(usize, &'r Master), Response> {
+    let (host, _) = split_host_port(spec);
+    if let Err(r) = crate::names::parse_absolute(host) {
+        return Err(refused(format!("{spec:?} is not a host name: {r}")));
+    }
+    let found = registry.find(spec);
+    match found.as_slice() {
+        [m] => {
+            let i = registry.masters.iter().position(|x| x.key() == m.key()).expect("found in registry");
+            Ok((i, m))
+        }
+        [] => {
+            let same_host = registry.find(host);
+            if same_host.is_empty() {
+                Err(refused(format!("no master {spec} in the registry (see `srvctl list`)")))
+            } else {
+                let ports: Vec<String> = same_host.iter().map(|m| m.port.to_string()).collect();
+                Err(refused(format!("no master {spec}: {host} is registered on port {} only", ports.join(", "))))
+            }
+        }
+        many => {
+            let ids: Vec<String> = many.iter().map(|m| m.key().to_string()).collect();
+            Err(refused(format!("{spec} is ambiguous: it runs on several ports ({}); give HOST:PORT", ids.join(", "))))
+        }
+    }
+}
+
+impl Control {
+    /// Applies one change request; blocking (file I/O), serialised.
+    pub(super) fn change(self: &Arc<Self>, req: &Request) -> Response {
+        let mut st = self.edit_state();
+        let (config, statics, registry) = {
+            let core = self.publisher.lock();
+            (core.inputs.config.clone(), core.inputs.statics.clone(), core.inputs.registry.clone())
+        };
+        let path = config.server.registry.clone();
+        let disk = match read_text(&path) {
+            Ok(t) => t,
+            Err(e) => return Response::Error(Failure::new(format!("cannot read the registry {}: {e}", path.display()))),
+        };
+        if disk != st.text {
+            return refused(format!(
+                "the registry file {} was edited since srvd last read it; check it and run `srvctl reload` first",
+                path.display()
+            ));
+        }
+        let mut doc = match RegistryDoc::parse(disk.as_deref().unwrap_or("")) {
+            Ok(d) if d.len() == registry.masters.len() => d,
+            Ok(_) => return refused(format!("the registry file {} does not match what srvd loaded; run `srvctl reload`", path.display())),
+            Err(e) => return refused(format!("{}: {e}", path.display())),
+        };
+
+        let mut notes = Vec::new();
+        let (key, changed) = match req {
+            Request::AddMaster(a) => {
+                let m = match new_master(a, &config, &registry) {
+                    Ok(m) => m,
+                    Err(r) => return r,
+                };
+                doc.append(&m, a.check.is_some());
+                notes.push("pending: published after its first successful health check".to_string());
+                (m.key(), true)
+            }
+            Request::RemoveMaster(t) => {
+                let (i, m) = match resolve(&registry, &t.host) {
+                    Ok(x) => x,
+                    Err(r) => return r,
+                };
+                if let Err(e) = doc.remove(i) {
+                    return Response::Error(Failure::new(e.to_string()));
+                }
+                if !m.drained {
+                    notes.push(format!(
+                        "it was not drained: cached answers may name it for up to {}s (zone ttl)",
+                        config.zone.ttl
+                    ));
+                }
+                (m.key(), true)
+            }
+            Request::Drain(t) | Request::Undrain(t) => {
+                let want = matches!(req, Request::Drain(_));
+                let (i, m) = match resolve(&registry, &t.host) {
+                    Ok(x) => x,
+                    Err(r) => return r,
+                };
+                if m.drained == want {
+                    notes.push(format!("already {}", if want { "drained" } else { "not drained" }));
+                    (m.key(), false)
+                } else {
+                    if let Err(e) = doc.set_drained(i, want) {
+                        return Response::Error(Failure::new(e.to_string()));
+                    }
+                    if want {
+                        notes.push(format!("still checked; safe to stop once cached answers expire ({}s, see `srvctl status`)", config.zone.ttl));
+                    }
+                    (m.key(), true)
+                }
+            }
+            Request::SetWeight(s) => {
+                if !(0..=65535).contains(&s.weight) {
+                    return refused(format!("weight {} is not in 0..=65535", s.weight));
+                }
+                let (i, m) = match resolve(&registry, &s.host) {
+                    Ok(x) => x,
+                    Err(r) => return r,
+                };
+                if i64::from(m.weight) == s.weight {
+                    notes.push(format!("weight already {}", s.weight));
+                    (m.key(), false)
+                } else {
+                    if let Err(e) = doc.set_weight(i, s.weight as u16) {
+                        return Response::Error(Failure::new(e.to_string()));
+                    }
+                    (m.key(), true)
+                }
+            }
+            other => return Response::Error(Failure::new(format!("{} is not a change", other.name()))),
+        };
+
+        let before = if matches!(req, Request::RemoveMaster(_)) { self.master_status(&key) } else { None };
+        let serial = if changed {
+            let text = doc.render();
+            let new_registry = match Registry::parse(&text, &path, &config) {
+                Ok(r) => r,
+                Err(e) => return Response::Refused(e.into()),
+            };
+            if let Err(e) = check_registry_against_statics(&config, &statics, &new_registry) {
+                return Response::Refused(e.into());
+            }
+            if let Err(e) = write_atomic(&path, text.as_bytes()) {
+                return Response::Error(Failure::new(format!("cannot write the registry {}: {e} (nothing changed)", path.display())));
+            }
+            st.text = Some(text);
+            let added = matches!(req, Request::AddMaster(_));
+            let ((), serial) = self.publisher.update(|core| {
+                if added {
+                    if let Some(m) = new_registry.get(&key) {
+                        for &r in &m.roles {
+                            core.health.insert((key.clone(), r), Health::Pending);
+                        }
+                    }
+                }
+                core.health.retain(|(k, r), _| new_registry.get(k).is_some_and(|m| m.has_role(*r)));
+                core.inputs.registry = new_registry;
+            });
+            self.note_drains(SystemTime::now());
+            serial
+        } else {
+            self.publisher.snapshot().serial
+        };
+        drop(st);
+        let master = match before.or_else(|| self.master_status(&key)) {
+            Some(m) => m,
+            None => return Response::Error(Failure::new(format!("{key} vanished while being changed"))),
+        };
+        Response::Ok(Reply::Change(ChangeReport { action: req.name().into(), changed, master, serial, notes, wait: None }))
+    }
+
+    /// Brings the drain times in line with the registry: newly drained
+    /// masters get `now`, masters no longer drained (or gone) lose theirs.
+    fn note_drains(&self, now: SystemTime) {
+        let drained: HashSet<MasterKey> =
+            self.publisher.lock().inputs.registry.masters.iter().filter(|m| m.drained).map(|m| m.key()).collect();
+        let mut d = self.drains();
+        d.retain(|k, _| drained.contains(k));
+        for k in drained {
+            d.entry(k).or_insert(now);
+        }
+    }
+
+    /// Re-reads config, zone file and registry. On any error the old state
+    /// keeps serving and the error names file, key and reason.
+    pub fn reload(&self) -> Response {
+        let mut st = self.edit_state();
+        let old = self.publisher.lock().inputs.clone();
+        let loaded = (|| -> Result<(Inputs, Option<String>), ConfigError> {
+            let config = Config::load(&old.config.path)?;
+            let statics = match &config.zone.file {
+                Some(p) => zonefile::load(p, &config.zone.origin, config.zone.ttl)?,
+                None => vec![],
+            };
+            let path = config.server.registry.clone();
+            let text = read_text(&path).map_err(|e| ConfigError::new(&path, "-", format!("cannot read: {e}")))?;
+            let registry = Registry::parse(text.as_deref().unwrap_or(""), &path, &config)?;
+            Ok((Inputs::assemble(config, statics, registry)?, text))
+        })();
+        let (inputs, text) = match loaded {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "reload refused; still serving the previous configuration");
+                let mut f = Failure::from(e.clone());
+                f.message = format!("{e} (still serving the previous state)");
+                return Response::Refused(f);
+            }
+        };
+        let mut restart_needed = Vec::new();
+        let (o, n) = (&old.config.server, &inputs.config.server);
+        if o.listen != n.listen {
+            restart_needed.push("server.listen".to_string());
+        }
+        if o.control_socket != n.control_socket {
+            restart_needed.push("server.control_socket".to_string());
+        }
+        if o.state_dir != n.state_dir {
+            restart_needed.push("server.state_dir".to_string());
+        }
+        if o.metrics != n.metrics {
+            restart_needed.push("server.metrics".to_string());
+        }
+        let (added, removed, modified) = diff(&old.registry, &inputs.registry);
+        let before = self.publisher.snapshot().serial;
+        let new_registry = inputs.registry.clone();
+        let ((), serial) = self.publisher.update(|core| {
+            let fresh: HealthStates = new_registry
+                .masters
+                .iter()
+                .flat_map(|m| m.roles.iter().map(move |&r| (m.key(), r)))
+                .filter(|(k, r)| old.registry.get(k).is_none_or(|om| !om.has_role(*r)))
+                .map(|kr| (kr, Health::Pending))
+                .collect();
+            core.health.retain(|(k, r), _| new_registry.get(k).is_some_and(|m| m.has_role(*r)));
+            core.health.extend(fresh);
+            core.inputs = inputs;
+        });
+        st.text = text;
+        drop(st);
+        self.note_drains(SystemTime::now());
+        tracing::info!(serial, added = added.len(), removed = removed.len(), modified = modified.len(), "reloaded");
+        Response::Ok(Reply::Reload(ReloadReport { serial, changed: serial != before, added, removed, modified, restart_needed }))
+    }
+}
+
+/// Validates an add-master request into a master that is not registered yet.
+fn new_master(a: &AddMaster, config: &Config, registry: &Registry) -> Result<Master, Response> {
+    let (host, port_in_host) = split_host_port(&a.host);
+    let port = match (port_in_host, a.port) {
+        (Some(p), Some(q)) if i64::from(p) != q => {
+            return Err(refused(format!("{} and --port {q} disagree", a.host)));
+        }
+        (Some(p), _) => Some(i64::from(p)),
+        (None, q) => q,
+    };
+    let raw = RawMaster {
+        host: host.to_string(),
+        site: a.site.clone(),
+        port,
+        roles: a.roles.clone(),
+        weight: a.weight,
+        addresses: if a.addresses.is_empty() { None } else { Some(a.addresses.clone()) },
+        drained: None,
+        check: a.check.clone(),
+    };
+    let m = validate_master(raw, config).map_err(|(key, reason)| refused(format!("{key}: {reason}")))?;
+    if let Some(old) = registry.get(&m.key()) {
+        return Err(refused(format!(
+            "master {} already exists (site {}); use set-weight, drain or remove-master to change it",
+            m.key(),
+            old.site
+        )));
+    }
+    Ok(m)
+}
+
+/// Masters added, removed and modified between two registries ("host:port").
+fn diff(old: &Registry, new: &Registry) -> (Vec<String>, Vec<String>, Vec<String>) {
+    let added = new.masters.iter().filter(|m| old.get(&m.key()).is_none()).map(|m| m.key().to_string()).collect();
+    let removed = old.masters.iter().filter(|m| new.get(&m.key()).is_none()).map(|m| m.key().to_string()).collect();
+    let modified = new
+        .masters
+        .iter()
+        .filter(|m| old.get(&m.key()).is_some_and(|o| o != *m))
+        .map(|m| m.key().to_string())
+        .collect();
+    (added, removed, modified)
+}

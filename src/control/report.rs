@@ -1,0 +1,241 @@
+//! Read-only reports: list, status, explain. Built from the registry, the
+//! health states and the policy's answers in the current snapshot.
+
+use std::time::SystemTime;
+
+use super::proto::{
+    CheckResult, ExplainReport, Failure, MasterInfo, MasterStatus, MasterVerdict, MastersReport, NameExplain, RoleHealth,
+    SrvRecord, StatusReport,
+};
+use super::{Control, unix};
+use crate::config::Config;
+use crate::policy::{Health, Mode, RoleAnswer, Verdict, health_of};
+use crate::registry::{Master, MasterKey, Role};
+use crate::zone::Snapshot;
+
+fn host_str(n: &hickory_proto::rr::Name) -> String {
+    n.to_string().trim_end_matches('.').to_string()
+}
+
+pub(super) fn info(m: &Master) -> MasterInfo {
+    MasterInfo {
+        host: m.host_str(),
+        port: m.port,
+        site: m.site.clone(),
+        roles: m.roles.iter().map(|r| r.to_string()).collect(),
+        weight: m.weight,
+        addresses: m.addresses.iter().map(|a| a.to_string()).collect(),
+        drained: m.drained,
+        check: m.check.to_string(),
+    }
+}
+
+/// The reason of the last failed check of (master, role), when the health
+/// side knows one.
+pub(super) fn last_check_detail(c: &Control, key: &MasterKey, role: Role) -> Option<String> {
+    let (_, _, reason, last) = c.health_detail(key, role)?;
+    match last {
+        Some(l) if !l.ok => Some(l.detail),
+        _ if !reason.is_empty() => Some(reason),
+        _ => None,
+    }
+}
+
+fn published(snap: &Snapshot, key: &MasterKey, role: Role) -> bool {
+    snap.answers
+        .iter()
+        .filter(|a| a.role == role)
+        .any(|a| a.records.iter().any(|r| r.target == key.host && r.port == key.port))
+}
+
+impl Control {
+    /// What the health checker knows of one role of a master: (state, since,
+    /// reason of the state, last check). None without a checker.
+    pub(super) fn health_detail(&self, key: &MasterKey, role: Role) -> Option<(String, u64, String, Option<CheckResult>)> {
+        let st = self.health.get()?.get(key, role)?;
+        let last = st.last.map(|l| CheckResult { at: l.at_unix_ms / 1000, ok: l.ok, detail: l.reason, latency_ms: Some(l.latency_ms) });
+        Some((st.state.to_string(), st.since_unix, st.state_reason, last))
+    }
+
+    pub(super) fn list(&self) -> MastersReport {
+        let core = self.publisher.lock();
+        MastersReport {
+            serial: self.publisher.snapshot().serial,
+            registry: core.inputs.config.server.registry.display().to_string(),
+            masters: core.inputs.registry.masters.iter().map(info).collect(),
+        }
+    }
+
+    pub(super) fn status(&self) -> StatusReport {
+        let snap = self.publisher.snapshot();
+        let (ttl, keys) = {
+            let core = self.publisher.lock();
+            (core.inputs.config.zone.ttl, core.inputs.registry.masters.iter().map(|m| m.key()).collect::<Vec<_>>())
+        };
+        StatusReport {
+            serial: snap.serial,
+            ttl,
+            started: unix(self.started),
+            now: unix(SystemTime::now()),
+            masters: keys.iter().filter_map(|k| self.master_status(k)).collect(),
+        }
+    }
+
+    /// A master with its health; None when it is not registered.
+    pub(super) fn master_status(&self, key: &MasterKey) -> Option<MasterStatus> {
+        let snap = self.publisher.snapshot();
+        let (m, ttl, states) = {
+            let core = self.publisher.lock();
+            let m = core.inputs.registry.get(key)?.clone();
+            let states: Vec<(Role, Health)> = m.roles.iter().map(|&r| (r, health_of(&core.health, key, r))).collect();
+            (m, core.inputs.config.zone.ttl, states)
+        };
+        let drained_since = if m.drained { self.drains().get(key).copied() } else { None };
+        let expire = drained_since.map(|t| t + std::time::Duration::from_secs(u64::from(ttl)));
+        let health = states
+            .into_iter()
+            .map(|(role, h)| {
+                let published = published(&snap, key, role);
+                match self.health_detail(key, role) {
+                    Some((state, since, reason, last_check)) => RoleHealth {
+                        role: role.to_string(),
+                        state,
+                        since: Some(since),
+                        reason: Some(reason).filter(|r| !r.is_empty()),
+                        last_check,
+                        published,
+                    },
+                    None => RoleHealth {
+                        role: role.to_string(),
+                        state: health_str(h).into(),
+                        since: None,
+                        reason: None,
+                        last_check: None,
+                        published,
+                    },
+                }
+            })
+            .collect();
+        Some(MasterStatus {
+            master: info(&m),
+            drained_since: drained_since.map(unix),
+            answers_expire: expire.map(unix),
+            safe_to_stop: expire.is_some_and(|e| e <= SystemTime::now()),
+            health,
+        })
+    }
+
+    pub(super) fn explain(&self, site: Option<&str>) -> Result<ExplainReport, Failure> {
+        let snap = self.publisher.snapshot();
+        let core = self.publisher.lock();
+        let config = core.inputs.config.clone();
+        let registry = core.inputs.registry.clone();
+        drop(core);
+        // None: everything; Some(None): the apex pool; Some(Some(s)): one site.
+        let scope: Option<Option<String>> = match site {
+            None => None,
+            Some("@") => Some(None),
+            Some(s) => {
+                let s = s.to_ascii_lowercase();
+                if config.site(&s).is_none() {
+                    let known: Vec<&str> = config.site_names().collect();
+                    return Err(Failure::new(format!("unknown site {s:?} (known: {}; \"@\" for the site-less names)", known.join(", "))));
+                }
+                Some(Some(s))
+            }
+        };
+        let names = snap
+            .answers
+            .iter()
+            .filter(|a| scope.as_ref().is_none_or(|s| *s == a.site))
+            .map(|a| {
+                let masters = a
+                    .verdicts
+                    .iter()
+                    .map(|(k, v)| {
+                        let msite = registry.get(k).map(|m| m.site.clone()).unwrap_or_default();
+                        self.verdict(a, k, &msite, v)
+                    })
+                    .collect();
+                NameExplain {
+                    name: srv_name(&config, a),
+                    site: a.site.clone(),
+                    role: a.role.to_string(),
+                    mode: mode_str(a.mode).into(),
+                    records: a
+                        .records
+                        .iter()
+                        .map(|r| SrvRecord { priority: r.priority, weight: r.weight, port: r.port, target: host_str(&r.target) })
+                        .collect(),
+                    masters,
+                }
+            })
+            .collect();
+        Ok(ExplainReport { serial: snap.serial, ttl: config.zone.ttl, names })
+    }
+
+    fn verdict(&self, a: &RoleAnswer, key: &MasterKey, msite: &str, v: &Verdict) -> MasterVerdict {
+        let role = a.role;
+        let where_ = |tier: usize| match &a.site {
+            None => "site-less pool: every site at one priority".to_string(),
+            Some(_) if role == Role::Ca => "the active CA (first in ca_order that is up)".to_string(),
+            Some(_) if tier == 0 => format!("local site {msite} (tier 0)"),
+            Some(_) => format!("site {msite} is failover tier {tier}"),
+        };
+        let (included, name, tier, priority, reason) = match v {
+            Verdict::In { tier, priority } => {
+                (true, "in", Some(*tier), Some(*priority), format!("up; {}, priority {priority}", where_(*tier)))
+            }
+            Verdict::InAllDown { tier, priority } => {
+                let why = if role == Role::Ca {
+                    "no CA is up: the first CA of ca_order that is not drained stays published".to_string()
+                } else {
+                    format!("no {role} master is up and policy.all_down = \"serve-all\"")
+                };
+                (true, "in-all-down", Some(*tier), Some(*priority), format!("{why}; {}, priority {priority}", where_(*tier)))
+            }
+            Verdict::Down => {
+                let d = last_check_detail(self, key, role).map(|d| format!(": {d}")).unwrap_or_default();
+                (false, "down", None, None, format!("down{d}"))
+            }
+            Verdict::Pending => (false, "pending", None, None, "waiting for its first health check".into()),
+            Verdict::Drained => (false, "drained", None, None, "drained by an operator (still checked)".into()),
+            Verdict::StandbyCa => {
+                let active = a.records.first().map(|r| host_str(&r.target)).unwrap_or_else(|| "another CA".into());
+                (false, "standby-ca", None, None, format!("up, standby: only one CA is published ({active} is active)"))
+            }
+            Verdict::AllDownEmpty => (
+                false,
+                "all-down-empty",
+                None,
+                None,
+                format!("no {role} master is up and policy.all_down = \"empty\": the name answers NODATA"),
+            ),
+        };
+        MasterVerdict { master: key.to_string(), site: msite.to_string(), included, verdict: name.into(), tier, priority, reason }
+    }
+}
+
+fn srv_name(config: &Config, a: &RoleAnswer) -> String {
+    match &a.site {
+        Some(s) => format!("{}._tcp.{s}.{}", a.role.service(), config.zone.origin),
+        None => format!("{}._tcp.{}", a.role.service(), config.zone.origin),
+    }
+}
+
+fn health_str(h: Health) -> &'static str {
+    match h {
+        Health::Up => "up",
+        Health::Down => "down",
+        Health::Pending => "pending",
+    }
+}
+
+fn mode_str(m: Mode) -> &'static str {
+    match m {
+        Mode::Normal => "normal",
+        Mode::AllDown => "all-down",
+        Mode::Empty => "empty",
+        Mode::NoMasters => "no-masters",
+    }
+}
