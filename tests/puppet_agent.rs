@@ -229,3 +229,89 @@ async fn large_answers_reach_puppet_over_tcp() {
     assert_eq!(o.group_sets(), fq_sets(&[&dc1, &dc2]));
     d.stop().await;
 }
+
+/// Health timing for the failover tests: a dead master leaves the answers
+/// within a second or so.
+const FAST_HEALTH: &str = r#"
+[health]
+interval = "200ms"
+fast_interval = "100ms"
+timeout = "500ms"
+rise = 1
+fall = 1
+"#;
+
+/// Waits (polling srvd over UDP, deadline 15 s) until `name`'s SRV targets
+/// are exactly the set `want`: srvd has noticed the change.
+async fn wait_published(d: &TestDaemon, name: &str, want: &[&str]) {
+    let want: BTreeSet<String> = want.iter().map(|h| fq(h)).collect();
+    let fqdn = format!("{name}.{ORIGIN}.");
+    let end = Instant::now() + Duration::from_secs(15);
+    loop {
+        let got: BTreeSet<String> = srv(&d.udp(&fqdn, RecordType::SRV).await).into_iter().map(|r| r.3).collect();
+        if got == want {
+            return;
+        }
+        assert!(
+            Instant::now() < end,
+            "srvd did not publish {want:?} at {name} within 15 s (a change needs srvd's health checks, issue 3); got {got:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A master dies (its port stops accepting): once srvd has noticed, Puppet's
+/// order for every site no longer has it, and the standby CA takes over the
+/// CA name; when it returns, Puppet's order is back to the original.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn puppet_order_follows_masters_dying_and_returning() {
+    let mut pm1 = Master::start().await;
+    let pm2 = Master::start().await;
+    let mut ca1 = Master::start().await;
+    let ca2 = Master::start().await;
+    let dc2 = Master::start().await;
+    let dc3 = Master::start().await;
+    let reg = [
+        master("pm1.dc1", "dc1", &["puppet"], pm1.port, 10),
+        master("pm2.dc1", "dc1", &["puppet"], pm2.port, 10),
+        master("ca1.dc1", "dc1", &["ca"], ca1.port, 10),
+        master("pm1.dc2", "dc2", &["puppet", "report"], dc2.port, 10),
+        master("ca2.dc2", "dc2", &["ca"], ca2.port, 10),
+        master("pm1.dc3", "dc3", &["puppet"], dc3.port, 10),
+    ]
+    .concat();
+    let d = TestDaemon::start(&format!("{BASE_CONFIG}{FAST_HEALTH}"), &reg).await;
+    let specs = || ["dc1", "dc2", "dc3"].iter().flat_map(|s| [spec(Some(s), "puppet"), spec(Some(s), "ca")]).collect::<Vec<_>>();
+    let groups = |outs: &[Outcome], site: &str, svc: &str| by_spec(outs, &spec(Some(site), svc)).group_sets();
+
+    let before = puppet_order(d.addr, &specs(), 4).await;
+    assert_eq!(groups(&before, "dc1", "puppet"), fq_sets(&[&["pm1.dc1", "pm2.dc1"], &["pm1.dc2"], &["pm1.dc3"]]));
+    assert_eq!(groups(&before, "dc3", "puppet"), fq_sets(&[&["pm1.dc3"], &["pm1.dc2"], &["pm1.dc1", "pm2.dc1"]]));
+    assert_eq!(groups(&before, "dc2", "ca"), fq_sets(&[&["ca1.dc1"]]));
+
+    // pm1.dc1 and the primary CA die.
+    pm1.kill().await;
+    ca1.kill().await;
+    wait_published(&d, "_x-puppet._tcp.dc1", &["pm2.dc1", "pm1.dc2", "pm1.dc3"]).await;
+    wait_published(&d, "_x-puppet-ca._tcp.dc1", &["ca2.dc2"]).await;
+    let dead = puppet_order(d.addr, &specs(), 4).await;
+    assert_eq!(groups(&dead, "dc1", "puppet"), fq_sets(&[&["pm2.dc1"], &["pm1.dc2"], &["pm1.dc3"]]));
+    assert_eq!(groups(&dead, "dc2", "puppet"), fq_sets(&[&["pm1.dc2"], &["pm2.dc1"], &["pm1.dc3"]]));
+    assert_eq!(groups(&dead, "dc3", "puppet"), fq_sets(&[&["pm1.dc3"], &["pm1.dc2"], &["pm2.dc1"]]));
+    for site in ["dc1", "dc2", "dc3"] {
+        assert_eq!(groups(&dead, site, "ca"), fq_sets(&[&["ca2.dc2"]]), "standby CA for {site}");
+    }
+
+    // Both come back.
+    pm1.revive().await;
+    ca1.revive().await;
+    wait_published(&d, "_x-puppet._tcp.dc1", &["pm1.dc1", "pm2.dc1", "pm1.dc2", "pm1.dc3"]).await;
+    wait_published(&d, "_x-puppet-ca._tcp.dc1", &["ca1.dc1"]).await;
+    let back = puppet_order(d.addr, &specs(), 4).await;
+    for site in ["dc1", "dc2", "dc3"] {
+        for svc in ["puppet", "ca"] {
+            assert_eq!(groups(&back, site, svc), groups(&before, site, svc), "{site} {svc} back to normal");
+        }
+    }
+    d.stop().await;
+}
