@@ -198,6 +198,11 @@ struct Estate {
 }
 
 async fn estate(tag: &str) -> Estate {
+    estate_with(tag, &["--master", PM1, "--master", PM2]).await
+}
+
+/// [`estate`] with other master certificates (`mkpki.rb` arguments).
+async fn estate_with(tag: &str, pki: &[&str]) -> Estate {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
     let d = dir.display();
@@ -206,7 +211,8 @@ async fn estate(tag: &str) -> Estate {
     let out = Command::new("ruby")
         .arg(script("mkpki.rb"))
         .arg(dir.join("pki"))
-        .args(["--agent", AGENT, "--master", PM1, "--master", PM2])
+        .args(["--agent", AGENT])
+        .args(pki)
         .output()
         .await
         .expect("ruby runs");
@@ -412,4 +418,18 @@ async fn agent_run_fails_over_when_srvd_drops_the_master_and_comes_back() {
     e.pm1.spawn(&e.ns, &e.dir).await;
     e.wait_answer(&[PM1, PM2]).await;
     e.assert_run_reaches(&e.pm1, &e.pm2).await;
+}
+
+/// DESIGN.md §2 and docs/agent.md: a certificate that does not name the SRV
+/// target aborts the run; the agent does NOT try the next record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_run_aborts_when_the_master_certificate_lacks_the_srv_name() {
+    let misnamed = format!("{PM1}=pm1.dc1.example.com");
+    let e = estate_with("certname", &["--misnamed", &misnamed, "--master", PM2]).await;
+    let (p1, p2) = (e.pm1.events().len(), e.pm2.events().len());
+    let out = e.agent_run().await;
+    let want = format!("Server hostname '{PM1}' did not match server certificate; expected one of pm1.dc1.example.com");
+    assert!(out.contains(&want), "missing {want:?} in:\n{out}");
+    assert!(!out.contains(&format!("Yielding next server of {PM2}")), "the agent must not move on:\n{out}");
+    assert!(e.pm1.agent_requests(p1).is_empty() && e.pm2.agent_requests(p2).is_empty(), "no request reached a master");
 }

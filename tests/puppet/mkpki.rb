@@ -3,7 +3,11 @@
 # name agents may reach them by (the SRV targets: dns_alt_names), and an agent
 # certificate laid out in an agent ssldir.
 #
-#   ruby tests/puppet/mkpki.rb DIR --agent CERTNAME --master NAME[,ALT...]...
+#   ruby tests/puppet/mkpki.rb DIR --agent CERTNAME --master NAME[,ALT...]... \
+#        [--misnamed NAME=OTHER]...
+#
+# --misnamed writes NAME's files with a certificate for OTHER only: a master
+# whose certificate lacks its SRV target name (a missing dns_alt_names).
 #
 # Writes:
 #   DIR/ca.pem                      the CA certificate (health.ca_file too)
@@ -23,6 +27,7 @@ OptionParser.new do |o|
   o.banner = 'usage: mkpki.rb DIR --agent CERTNAME --master NAME[,ALT...]...'
   o.on('--agent NAME') { |v| agent = v }
   o.on('--master NAMES') { |v| masters << v.split(',') }
+  o.on('--misnamed NAME=OTHER') { |v| masters << [v.split('=', 2).first, :as, v.split('=', 2).last] }
 end.parse!
 dir = ARGV.shift
 if dir.nil? || agent.nil?
@@ -75,7 +80,12 @@ write(File.join(dir, 'ca.pem'), ca.to_pem)
 
 masters.each do |names|
   key = OpenSSL::PKey::RSA.new(2048)
-  c = cert_for(names.first, key, ca, ca_key, ca: false, alt_names: names)
+  if names[1] == :as
+    c = cert_for(names[2], key, ca, ca_key, ca: false, alt_names: [names[2]])
+    names = [names.first]
+  else
+    c = cert_for(names.first, key, ca, ca_key, ca: false, alt_names: names)
+  end
   write(File.join(dir, 'masters', "#{names.first}.pem"), c.to_pem)
   write(File.join(dir, 'masters', "#{names.first}.key"), key.to_pem, 0o600)
 end
