@@ -60,7 +60,15 @@ impl RegistryDoc {
     /// Appends a `[[master]]` entry. Port, roles and weight are written out
     /// so the file says what is published; `check` only when asked for.
     pub fn append(&mut self, m: &Master, explicit_check: bool) {
-        let was_empty = self.doc.as_table().is_empty() && self.doc.trailing().as_str().is_none_or(str::is_empty);
+        // A file without entries keeps its text (comments) in the document's
+        // trailing part; it goes above the first entry.
+        let prefix = if self.is_empty() {
+            let text = self.doc.trailing().as_str().unwrap_or("").to_string();
+            self.doc.set_trailing("");
+            if text.trim().is_empty() { String::new() } else { format!("{}\n\n", text.trim_end_matches('\n')) }
+        } else {
+            "\n".to_string()
+        };
         let mut t = Table::new();
         t.insert("host", toml_edit::value(m.host_str()));
         t.insert("site", toml_edit::value(m.site.clone()));
@@ -76,8 +84,8 @@ impl RegistryDoc {
         if explicit_check || m.check != CheckKind::default() {
             t.insert("check", toml_edit::value(m.check.to_string()));
         }
-        t.decor_mut().set_prefix(if was_empty { "" } else { "\n" });
-        // Text after the last table (trailing comments) stays at the end of the file.
+        t.decor_mut().set_prefix(prefix);
+        // Text after the last entry (trailing comments) stays at the end of the file.
         self.masters().push(t);
     }
 
@@ -238,6 +246,16 @@ site = \"dc2\"
         assert!(out.starts_with("# Masters of the estate.\n"), "{out}");
         assert!(!out.contains("a.example.com"), "{out}");
         assert!(out.contains("# b is being retired\n[[master]]"), "{out}");
+    }
+
+    #[test]
+    fn append_to_comments_only() {
+        let mut d = RegistryDoc::parse("# header\n# more\n").unwrap();
+        d.append(&master("new.example.com"), false);
+        let out = d.render();
+        assert!(out.starts_with("# header\n# more\n\n[[master]]\nhost = \"new.example.com\""), "{out}");
+        d.append(&master("two.example.com"), false);
+        assert!(d.render().starts_with(&out), "{}", d.render());
     }
 
     #[test]

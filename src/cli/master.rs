@@ -12,13 +12,13 @@ pub struct AddArgs {
     #[arg(long)]
     pub site: String,
     /// Puppet Server port [default: 8140].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub port: Option<i64>,
     /// Roles, comma separated: puppet, ca, report, fileserver [default: puppet].
     #[arg(long, value_delimiter = ',')]
     pub roles: Option<Vec<String>>,
     /// SRV weight inside its priority tier, 0..65535 [default: 10].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub weight: Option<i64>,
     /// An IP address of the master (repeatable); required when HOST is inside srvd's zone.
     #[arg(long = "address", value_name = "IP")]
