@@ -7,6 +7,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, ConfigError};
+use crate::control::{self, Control};
 use crate::policy::HealthStates;
 use crate::publish::{Inputs, Publisher};
 use crate::server::{self, DnsSockets};
@@ -27,6 +28,11 @@ pub struct Running {
     pub publisher: Arc<Publisher>,
     pub dns_addrs: Vec<std::net::SocketAddr>,
     pub shutdown: CancellationToken,
+    /// The control socket's side (srvctl); `reload` is also what SIGHUP does.
+    pub control: Arc<Control>,
+    /// The health checker's last check of every (master, role), for
+    /// `srvctl status` (see [`crate::health`]).
+    pub health: Arc<crate::health::HealthBoard>,
     tracker: TaskTracker,
 }
 
@@ -52,19 +58,43 @@ pub async fn start(config: Config, sockets: DnsSockets, shutdown: CancellationTo
     let cfg = inputs.config.clone();
     let state = StateDir::open(&cfg.server.state_dir)
         .map_err(|e| DaemonError::State { dir: cfg.server.state_dir.display().to_string(), source: e })?;
-    let health = HealthStates::new();
+    // Health checks (DESIGN.md §6): the TLS settings must load, and the last
+    // known states come from state_dir (no state: up until the first check).
+    let checks = crate::health::NetworkChecks::new(&cfg.health).map_err(|e| ConfigError::new(&cfg.path, e.key, e.reason))?;
+    let stored = crate::health::Stored::load(&cfg.server.state_dir);
+    let health: HealthStates = stored.states_for(&inputs.registry);
     let publisher = Publisher::new(inputs, health, Some(state))
         .map_err(|e| DaemonError::State { dir: cfg.server.state_dir.display().to_string(), source: e })?;
     let tracker = TaskTracker::new();
+    let health_opts = crate::health::Options { factory: Arc::new(checks), stored, jitter: crate::health::DEFAULT_JITTER };
+    let health_board = crate::health::spawn(publisher.clone(), health_opts, &tracker, shutdown.clone());
+    let control_socket = control::server::bind(&cfg.server.control_socket)?;
+    let control = Control::new(publisher.clone())
+        .map_err(|e| ConfigError::new(&cfg.server.registry, "-", format!("cannot read: {e}")))?;
+    control.set_health_board(health_board.clone());
+    control::server::spawn(control_socket, control.clone(), &tracker, shutdown.clone());
     let dns_addrs = sockets.local_addrs();
     server::spawn(sockets, publisher.clone(), &tracker, shutdown.clone());
     tracing::info!(zone = %cfg.zone.origin, serial = publisher.snapshot().serial, addrs = ?dns_addrs, "serving");
-    Ok(Running { publisher, dns_addrs, shutdown, tracker })
+    Ok(Running { publisher, dns_addrs, shutdown, control, health: health_board, tracker })
 }
 
-/// Runs until `shutdown` fires.
+/// Runs until `shutdown` fires; SIGHUP reloads config, zone file and
+/// registry (like `srvctl reload`; an invalid file keeps the old state).
 pub async fn run(config: Config, sockets: DnsSockets, shutdown: CancellationToken) -> Result<(), DaemonError> {
     let running = start(config, sockets, shutdown).await?;
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = running.shutdown.cancelled() => break,
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading");
+                let control = running.control.clone();
+                // The outcome is logged by reload itself.
+                let _ = tokio::task::spawn_blocking(move || control.reload()).await;
+            }
+        }
+    }
     running.wait().await;
     Ok(())
 }

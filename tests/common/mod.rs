@@ -2,6 +2,8 @@
 //! temp dir, and a small DNS client for UDP and TCP.
 #![allow(dead_code)]
 
+pub mod mock_master;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;

@@ -1,0 +1,419 @@
+//! The checks themselves: an HTTPS GET of the Puppet status API, or a TCP
+//! connect. Each returns a [`CheckOutcome`] with a short operator-facing
+//! reason ("connection refused", "HTTP 503", "certificate not valid for
+//! host", "not a CA (404)", "cannot resolve HOST: ...").
+//!
+//! One `reqwest::Client` per master keeps its connection alive between
+//! checks (Puppet Server allows keep-alive), so a steady-state check costs one
+//! request, not a TCP + TLS handshake. A master that crashes resets the kept
+//! connection and the next check reconnects and sees the refusal.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::{CertificateError, RootCertStore};
+use serde::Serialize;
+
+use crate::config::HealthConfig;
+use crate::registry::{CheckKind, Master, Role};
+
+/// One kind of request made to a master; each covers some of its roles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Probe {
+    /// `GET /status/v1/simple`: roles puppet, report, fileserver.
+    Status,
+    /// `GET /status/v1/simple/ca`: role ca.
+    CaStatus,
+    /// TCP connect only: every role of a `check = "tcp"` master.
+    Tcp,
+}
+
+impl Probe {
+    /// The probes a master needs and the roles each one decides.
+    pub fn plan(m: &Master) -> Vec<(Probe, Vec<Role>)> {
+        match m.check {
+            CheckKind::Tcp => vec![(Probe::Tcp, m.roles.clone())],
+            CheckKind::Https => {
+                let mut out = Vec::new();
+                let status: Vec<Role> = m.roles.iter().copied().filter(|r| *r != Role::Ca).collect();
+                if !status.is_empty() {
+                    out.push((Probe::Status, status));
+                }
+                if m.has_role(Role::Ca) {
+                    out.push((Probe::CaStatus, vec![Role::Ca]));
+                }
+                out
+            }
+        }
+    }
+
+    /// The URL path, for https probes.
+    pub fn path(self) -> Option<&'static str> {
+        match self {
+            Probe::Status => Some("/status/v1/simple"),
+            Probe::CaStatus => Some("/status/v1/simple/ca"),
+            Probe::Tcp => None,
+        }
+    }
+
+    /// What is done, for status output: "GET /status/v1/simple", "tcp connect".
+    pub fn describe(self) -> &'static str {
+        match self {
+            Probe::Status => "GET /status/v1/simple",
+            Probe::CaStatus => "GET /status/v1/simple/ca",
+            Probe::Tcp => "tcp connect",
+        }
+    }
+}
+
+/// The result of one check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckOutcome {
+    pub ok: bool,
+    /// Why it failed, or what passed ("HTTP 200", "connected").
+    pub reason: String,
+}
+
+impl CheckOutcome {
+    pub fn ok(reason: impl Into<String>) -> Self {
+        CheckOutcome { ok: true, reason: reason.into() }
+    }
+    pub fn fail(reason: impl Into<String>) -> Self {
+        CheckOutcome { ok: false, reason: reason.into() }
+    }
+}
+
+/// Something that checks one (master, probe). The scheduler adds the
+/// timeout around [`Check::check`]; implementations need not.
+#[async_trait]
+pub trait Check: Send {
+    async fn check(&mut self) -> CheckOutcome;
+}
+
+/// Makes a [`Check`] for each (master, probe). The daemon uses
+/// [`NetworkChecks`]; tests substitute scripted checks.
+pub trait CheckFactory: Send + Sync + 'static {
+    fn make(&self, master: &Master, probe: Probe) -> Box<dyn Check>;
+
+    /// Called when `[health]` changed on reload. An error keeps the old settings.
+    fn configure(&self, _cfg: &HealthConfig) -> Result<(), TlsError> {
+        Ok(())
+    }
+}
+
+/// A TLS setting that cannot be used: the config key, and why (naming the file).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {reason}")]
+pub struct TlsError {
+    pub key: &'static str,
+    pub reason: String,
+}
+
+/// Trust stores tried when `health.ca_file` is not set.
+const SYSTEM_BUNDLES: [&str; 3] =
+    ["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem"];
+
+/// Builds the checker's TLS client config from `[health]`: roots from
+/// `ca_file` (else the system bundle), client identity from
+/// `cert_file` + `key_file`. Every error names the key and the file.
+pub fn client_tls(cfg: &HealthConfig) -> Result<rustls::ClientConfig, TlsError> {
+    let mut roots = RootCertStore::empty();
+    match &cfg.ca_file {
+        Some(p) => {
+            let certs = read_certs(p, "health.ca_file")?;
+            for (i, c) in certs.into_iter().enumerate() {
+                roots.add(c).map_err(|e| TlsError {
+                    key: "health.ca_file",
+                    reason: format!("{}: certificate {} is not a usable CA certificate: {e}", p.display(), i + 1),
+                })?;
+            }
+        }
+        None => {
+            if let Some(p) = SYSTEM_BUNDLES.iter().map(Path::new).find(|p| p.exists()) {
+                if let Ok(certs) = read_certs(p, "health.ca_file") {
+                    roots.add_parsable_certificates(certs);
+                }
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError { key: "health", reason: format!("TLS setup: {e}") })?
+        .with_root_certificates(roots);
+    match (&cfg.cert_file, &cfg.key_file) {
+        (Some(cert), Some(key)) => {
+            let chain = read_certs(cert, "health.cert_file")?;
+            let der = read_key(key)?;
+            builder.with_client_auth_cert(chain, der).map_err(|e| TlsError {
+                key: "health.key_file",
+                reason: format!("{} does not go with {}: {e}", key.display(), cert.display()),
+            })
+        }
+        (None, None) => Ok(builder.with_no_client_auth()),
+        (Some(_), None) => Err(TlsError { key: "health.key_file", reason: "cert_file and key_file must be set together".into() }),
+        (None, Some(_)) => Err(TlsError { key: "health.cert_file", reason: "cert_file and key_file must be set together".into() }),
+    }
+}
+
+fn read_certs(p: &Path, key: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = crate::tls::load_certs(p).map_err(|reason| TlsError { key, reason })?;
+    if certs.is_empty() {
+        return Err(TlsError { key, reason: format!("{} holds no PEM certificate", p.display()) });
+    }
+    Ok(certs.into_iter().map(CertificateDer::from).collect())
+}
+
+fn read_key(p: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let key = "health.key_file";
+    let data = std::fs::read(p).map_err(|e| TlsError { key, reason: format!("cannot read {}: {e}", p.display()) })?;
+    match rustls_pemfile::private_key(&mut &data[..]) {
+        Ok(Some(k)) => Ok(k),
+        Ok(None) => Err(TlsError { key, reason: format!("{} holds no PEM private key", p.display()) }),
+        Err(e) => Err(TlsError { key, reason: format!("{} is not valid PEM: {e}", p.display()) }),
+    }
+}
+
+/// The real checks, over the network.
+pub struct NetworkChecks {
+    tls: Mutex<Arc<rustls::ClientConfig>>,
+    /// How long an idle kept-alive connection is kept.
+    idle: Mutex<Duration>,
+}
+
+impl NetworkChecks {
+    pub fn new(cfg: &HealthConfig) -> Result<NetworkChecks, TlsError> {
+        Ok(NetworkChecks { tls: Mutex::new(Arc::new(client_tls(cfg)?)), idle: Mutex::new(idle_for(cfg)) })
+    }
+}
+
+fn idle_for(cfg: &HealthConfig) -> Duration {
+    (cfg.interval * 3).max(Duration::from_secs(10))
+}
+
+impl CheckFactory for NetworkChecks {
+    fn make(&self, master: &Master, probe: Probe) -> Box<dyn Check> {
+        let host = master.host_str();
+        match probe.path() {
+            None => Box::new(TcpCheck { host, port: master.port, addresses: master.addresses.clone() }),
+            Some(path) => {
+                let tls = (**self.tls.lock().unwrap_or_else(|e| e.into_inner())).clone();
+                let idle = *self.idle.lock().unwrap_or_else(|e| e.into_inner());
+                let client = reqwest::Client::builder()
+                    .use_preconfigured_tls(tls)
+                    .dns_resolver(Arc::new(MasterResolver { addresses: master.addresses.clone() }))
+                    .no_proxy()
+                    .redirect(reqwest::redirect::Policy::none())
+                    .pool_max_idle_per_host(1)
+                    .pool_idle_timeout(idle)
+                    .tcp_nodelay(true)
+                    .user_agent(concat!("srvd/", env!("CARGO_PKG_VERSION"), " health-check"))
+                    .build();
+                let url = format!("https://{host}:{}{path}", master.port);
+                Box::new(HttpsCheck { client: client.map_err(|e| e.to_string()), url, probe, host })
+            }
+        }
+    }
+
+    fn configure(&self, cfg: &HealthConfig) -> Result<(), TlsError> {
+        let tls = client_tls(cfg)?;
+        *self.tls.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(tls);
+        *self.idle.lock().unwrap_or_else(|e| e.into_inner()) = idle_for(cfg);
+        Ok(())
+    }
+}
+
+/// Resolution failure, kept recognisable in the reqwest error chain.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot resolve {host}: {reason}")]
+struct ResolveError {
+    host: String,
+    reason: String,
+}
+
+/// Resolves a master: its registry `addresses` when given, else the system resolver.
+struct MasterResolver {
+    addresses: Vec<IpAddr>,
+}
+
+impl reqwest::dns::Resolve for MasterResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let fixed: Vec<SocketAddr> = self.addresses.iter().map(|ip| SocketAddr::new(*ip, 0)).collect();
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let addrs = if fixed.is_empty() { system_resolve(&host, 0).await? } else { fixed };
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+async fn system_resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, ResolveError> {
+    let err = |reason: String| ResolveError { host: host.to_string(), reason };
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port)).await.map_err(|e| err(resolve_reason(&e)))?.collect();
+    if addrs.is_empty() {
+        return Err(err("no addresses".into()));
+    }
+    Ok(addrs)
+}
+
+fn resolve_reason(e: &io::Error) -> String {
+    let s = e.to_string();
+    // "failed to lookup address information: Name or service not known"
+    s.rsplit_once(": ").map(|(_, r)| r.to_string()).unwrap_or(s)
+}
+
+struct TcpCheck {
+    host: String,
+    port: u16,
+    addresses: Vec<IpAddr>,
+}
+
+#[async_trait]
+impl Check for TcpCheck {
+    async fn check(&mut self) -> CheckOutcome {
+        let addrs = if self.addresses.is_empty() {
+            match system_resolve(&self.host, self.port).await {
+                Ok(a) => a,
+                Err(e) => return CheckOutcome::fail(e.to_string()),
+            }
+        } else {
+            self.addresses.iter().map(|ip| SocketAddr::new(*ip, self.port)).collect()
+        };
+        let mut last = None;
+        for a in addrs {
+            match tokio::net::TcpStream::connect(a).await {
+                Ok(_) => return CheckOutcome::ok("connected"),
+                Err(e) => last = Some(e),
+            }
+        }
+        CheckOutcome::fail(last.map(|e| io_reason(&e)).unwrap_or_else(|| "no address to connect to".into()))
+    }
+}
+
+struct HttpsCheck {
+    client: Result<reqwest::Client, String>,
+    url: String,
+    probe: Probe,
+    host: String,
+}
+
+/// Bodies are read (so the connection can be reused) up to this size.
+const MAX_BODY: usize = 64 * 1024;
+
+#[async_trait]
+impl Check for HttpsCheck {
+    async fn check(&mut self) -> CheckOutcome {
+        let client = match &self.client {
+            Ok(c) => c,
+            Err(e) => return CheckOutcome::fail(format!("cannot build HTTPS client: {e}")),
+        };
+        let mut resp = match client.get(&self.url).send().await {
+            Ok(r) => r,
+            Err(e) => return CheckOutcome::fail(error_reason(&e, &self.host)),
+        };
+        let status = resp.status();
+        let mut read = 0usize;
+        loop {
+            match resp.chunk().await {
+                Ok(Some(c)) => {
+                    read += c.len();
+                    if read > MAX_BODY {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => return CheckOutcome::fail(format!("HTTP {}: body: {}", status.as_u16(), error_reason(&e, &self.host))),
+            }
+        }
+        match status.as_u16() {
+            200 => CheckOutcome::ok("HTTP 200"),
+            404 if self.probe == Probe::CaStatus => CheckOutcome::fail("not a CA (404)"),
+            code => CheckOutcome::fail(format!("HTTP {code}")),
+        }
+    }
+}
+
+/// Turns a reqwest error into a short reason by looking through its causes.
+pub fn error_reason(e: &reqwest::Error, host: &str) -> String {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    let mut innermost = e.to_string();
+    while let Some(err) = cur {
+        if let Some(r) = err.downcast_ref::<ResolveError>() {
+            return r.to_string();
+        }
+        if let Some(t) = err.downcast_ref::<rustls::Error>() {
+            return tls_reason(t, host);
+        }
+        if let Some(io) = err.downcast_ref::<io::Error>() {
+            if let Some(inner) = io.get_ref() {
+                if let Some(t) = inner.downcast_ref::<rustls::Error>() {
+                    return tls_reason(t, host);
+                }
+                if let Some(r) = inner.downcast_ref::<ResolveError>() {
+                    return r.to_string();
+                }
+            }
+            if let Some(r) = known_io_reason(io.kind()) {
+                return r.to_string();
+            }
+        }
+        innermost = err.to_string();
+        cur = err.source();
+    }
+    if e.is_connect() { format!("connect failed: {innermost}") } else { innermost }
+}
+
+fn known_io_reason(kind: io::ErrorKind) -> Option<&'static str> {
+    use io::ErrorKind::*;
+    Some(match kind {
+        ConnectionRefused => "connection refused",
+        ConnectionReset => "connection reset",
+        ConnectionAborted => "connection aborted",
+        TimedOut => "connect timed out",
+        HostUnreachable => "host unreachable",
+        NetworkUnreachable => "network unreachable",
+        AddrNotAvailable => "address not available",
+        UnexpectedEof => "connection closed by the master",
+        BrokenPipe => "connection closed by the master",
+        _ => return None,
+    })
+}
+
+fn io_reason(e: &io::Error) -> String {
+    known_io_reason(e.kind()).map(str::to_string).unwrap_or_else(|| e.to_string())
+}
+
+fn tls_reason(e: &rustls::Error, host: &str) -> String {
+    match e {
+        rustls::Error::InvalidCertificate(c) => match c {
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+                "certificate not valid for host".to_string()
+            }
+            CertificateError::UnknownIssuer => "certificate not signed by health.ca_file".to_string(),
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => "certificate expired".to_string(),
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => "certificate not yet valid".to_string(),
+            CertificateError::Revoked => "certificate revoked".to_string(),
+            other => format!("certificate rejected for {host}: {other:?}"),
+        },
+        rustls::Error::AlertReceived(a) => format!("TLS alert from the master: {a:?}"),
+        other => format!("TLS failure: {other}"),
+    }
+}
+
+/// "1s", "250ms", "1.5s": how durations appear in reasons.
+pub fn fmt_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else if ms < 1000 {
+        format!("{ms}ms")
+    } else {
+        format!("{}s", d.as_secs_f64())
+    }
+}

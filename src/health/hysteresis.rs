@@ -1,0 +1,135 @@
+//! The per-(master, role) state machine, pure: check results in, published
+//! state and transitions out. No clock, no I/O, so it is tested with tables.
+//!
+//! ```text
+//!            ok (first check)                       fall failures in a row
+//!  Unchecked ───────────────> Up  <──────────────────────────────> Down
+//!  Pending   ───────────────>      rise successes in a row
+//!       └──── fail (first check) ─────────────────────────────────> Down
+//! ```
+//!
+//! `Unchecked` is a master with no known state at start: it is published
+//! (counts as up) and its first check decides. `Pending` is a master added at
+//! runtime: not published until a check passes. Both settle on the first
+//! check, so `srvctl add-master` gets an answer after one check.
+
+use crate::policy::Health;
+
+/// Where a (master, role) stands in the hysteresis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// No state known since start: published as up, first check decides.
+    Unchecked,
+    /// Added at runtime: unpublished, first check decides.
+    Pending,
+    Up,
+    Down,
+}
+
+impl Phase {
+    /// How the policy sees this phase.
+    pub fn health(self) -> Health {
+        match self {
+            Phase::Unchecked | Phase::Up => Health::Up,
+            Phase::Pending => Health::Pending,
+            Phase::Down => Health::Down,
+        }
+    }
+
+    /// The phase to resume from a stored state (`None`: nothing known).
+    pub fn from_health(h: Option<Health>) -> Phase {
+        match h {
+            None => Phase::Unchecked,
+            Some(Health::Up) => Phase::Up,
+            Some(Health::Down) => Phase::Down,
+            Some(Health::Pending) => Phase::Pending,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Unchecked => "unchecked",
+            Phase::Pending => "pending",
+            Phase::Up => "up",
+            Phase::Down => "down",
+        }
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A change of phase caused by one check result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transition {
+    pub from: Phase,
+    pub to: Phase,
+}
+
+impl Transition {
+    /// Whether the published state changes (Unchecked -> Up does not).
+    pub fn changes_health(&self) -> bool {
+        self.from.health() != self.to.health()
+    }
+}
+
+/// Consecutive-result counters around one [`Phase`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hysteresis {
+    phase: Phase,
+    /// Consecutive successes (reset by a failure).
+    oks: u32,
+    /// Consecutive failures (reset by a success).
+    fails: u32,
+}
+
+impl Hysteresis {
+    pub fn new(phase: Phase) -> Hysteresis {
+        Hysteresis { phase, oks: 0, fails: 0 }
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    pub fn consecutive_ok(&self) -> u32 {
+        self.oks
+    }
+
+    pub fn consecutive_fail(&self) -> u32 {
+        self.fails
+    }
+
+    /// True when the next check should come after `fast_interval`: the
+    /// master is down, unsettled, or has failed its last check.
+    pub fn wants_fast(&self) -> bool {
+        self.phase != Phase::Up || self.fails > 0
+    }
+
+    /// Feeds one check result; returns the transition it caused, if any.
+    pub fn record(&mut self, ok: bool, rise: u32, fall: u32) -> Option<Transition> {
+        if ok {
+            self.oks = self.oks.saturating_add(1);
+            self.fails = 0;
+        } else {
+            self.fails = self.fails.saturating_add(1);
+            self.oks = 0;
+        }
+        let to = match (self.phase, ok) {
+            (Phase::Unchecked | Phase::Pending, true) => Phase::Up,
+            (Phase::Unchecked | Phase::Pending, false) => Phase::Down,
+            (Phase::Up, false) if self.fails >= fall.max(1) => Phase::Down,
+            (Phase::Down, true) if self.oks >= rise.max(1) => Phase::Up,
+            (p, _) => p,
+        };
+        if to == self.phase {
+            return None;
+        }
+        let t = Transition { from: self.phase, to };
+        self.phase = to;
+        Some(t)
+    }
+}

@@ -1,0 +1,350 @@
+//! Health checks and automatic failover (DESIGN.md §6).
+//!
+//! ```text
+//!  Publisher::generation() ──> supervisor ── one task per (master, probe) ──┐
+//!     (registry, [health])      spawns/cancels   check -> Hysteresis per role│
+//!                                                  │ board (last check)      │
+//!                                                  v                         │
+//!                               applier <── transitions (mpsc) <─────────────┘
+//!                                  │  one Publisher::update per batch
+//!                                  └─> state_dir/health.json (atomic)
+//! ```
+//!
+//! - A master gets one probe per kind of request: `GET /status/v1/simple`
+//!   decides roles puppet/report/fileserver, `GET /status/v1/simple/ca`
+//!   decides role ca (404 = "not a CA (404)"), a `tcp` master gets one
+//!   connect that decides all its roles. State is kept per (master, role) by
+//!   [`hysteresis::Hysteresis`]: down after `fall` failures in a row, up after
+//!   `rise` successes; a master with no known state (or pending) is settled
+//!   by its first check, which runs at once.
+//! - Timing: checks start `interval` apart (minus up to 10% jitter so many
+//!   masters spread out), `fast_interval` apart while a role is failing, down
+//!   or unsettled; each check is cut at `timeout`. A check that takes longer
+//!   than the period is followed by the next one at once.
+//! - Every transition is logged once (host, port, role, old, new, reason)
+//!   and sent to the applier, which applies a batch in one
+//!   [`Publisher::update`] (new snapshot, serial bump when records change)
+//!   and then writes `state_dir/health.json`.
+//! - [`HealthBoard`] holds the last check of every (master, role): result,
+//!   reason, latency, state and since when. The daemon keeps it in
+//!   [`crate::daemon::Running::health`]; `srvctl status` renders
+//!   [`HealthBoard::snapshot`] (serde-serialisable [`RoleStatus`] rows).
+//! - New, changed or removed masters are noticed through
+//!   [`Publisher::generation`]; so is a changed `[health]` after a reload.
+
+pub mod board;
+pub mod check;
+pub mod hysteresis;
+pub mod store;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use rand::Rng;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use board::{HealthBoard, LastCheck, RoleStatus};
+pub use check::{Check, CheckFactory, CheckOutcome, NetworkChecks, Probe, TlsError};
+pub use hysteresis::{Hysteresis, Phase, Transition};
+pub use store::Stored;
+
+use crate::config::HealthConfig;
+use crate::policy::Health;
+use crate::publish::Publisher;
+use crate::registry::{Master, MasterKey, Role};
+
+/// The timing the probe tasks run with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Timing {
+    pub interval: Duration,
+    pub fast_interval: Duration,
+    pub timeout: Duration,
+    pub rise: u32,
+    pub fall: u32,
+    /// Fraction of a period taken off at random, 0.0..1.0.
+    pub jitter: f64,
+}
+
+/// Default jitter: up to 10% earlier than the period, never later, so the
+/// detection bounds of docs/health.md hold.
+pub const DEFAULT_JITTER: f64 = 0.1;
+
+impl Timing {
+    pub fn new(cfg: &HealthConfig, jitter: f64) -> Timing {
+        Timing {
+            interval: cfg.interval,
+            fast_interval: cfg.fast_interval,
+            timeout: cfg.timeout,
+            rise: cfg.rise,
+            fall: cfg.fall,
+            jitter: jitter.clamp(0.0, 0.9),
+        }
+    }
+
+    fn jittered(&self, d: Duration) -> Duration {
+        if self.jitter <= 0.0 {
+            return d;
+        }
+        let f = rand::rng().random_range(0.0..self.jitter);
+        d.mul_f64(1.0 - f)
+    }
+}
+
+/// What the checker needs besides the publisher.
+pub struct Options {
+    pub factory: Arc<dyn CheckFactory>,
+    /// States read from `state_dir` at start (for since-times) and where to write them.
+    pub stored: Stored,
+    pub jitter: f64,
+}
+
+/// A change of published health, sent from a probe to the applier.
+#[derive(Debug)]
+struct Event {
+    key: MasterKey,
+    role: Role,
+    health: Health,
+}
+
+struct Ctx {
+    publisher: Arc<Publisher>,
+    board: Arc<HealthBoard>,
+    events: mpsc::UnboundedSender<Event>,
+}
+
+/// Starts the checker on `tracker`; everything stops on `shutdown`.
+/// Returns the board the probes write their results to.
+pub fn spawn(publisher: Arc<Publisher>, opts: Options, tracker: &TaskTracker, shutdown: CancellationToken) -> Arc<HealthBoard> {
+    let board = Arc::new(HealthBoard::new());
+    let (tx, rx) = mpsc::unbounded_channel();
+    let ctx = Arc::new(Ctx { publisher: publisher.clone(), board: board.clone(), events: tx });
+    tracker.spawn(apply(publisher, board.clone(), rx, opts.stored.path.clone(), shutdown.clone()));
+    tracker.spawn(supervise(ctx, opts, tracker.clone(), shutdown));
+    board
+}
+
+/// A running probe task.
+struct Running {
+    master: Master,
+    token: CancellationToken,
+}
+
+/// Keeps one probe task per (master, probe) in line with the registry.
+async fn supervise(ctx: Arc<Ctx>, opts: Options, tracker: TaskTracker, shutdown: CancellationToken) {
+    let mut generation = ctx.publisher.generation();
+    let mut running: HashMap<(MasterKey, Probe), Running> = HashMap::new();
+    let mut since_restored: HashMap<(MasterKey, Role), SystemTime> =
+        opts.stored.states.iter().map(|(k, (_, t))| (k.clone(), *t)).collect();
+    let mut current_cfg: Option<HealthConfig> = None;
+    let mut timing = None;
+    loop {
+        let (registry, cfg, states) = {
+            let core = ctx.publisher.lock();
+            (core.inputs.registry.clone(), core.inputs.config.health.clone(), core.health.clone())
+        };
+        if current_cfg.as_ref() != Some(&cfg) {
+            if current_cfg.is_some() {
+                match opts.factory.configure(&cfg) {
+                    Ok(()) => tracing::info!("[health] changed; restarting checks"),
+                    Err(e) => tracing::error!(error = %e, "[health] changed but cannot be used; keeping the TLS settings"),
+                }
+                for (_, r) in running.drain() {
+                    r.token.cancel();
+                }
+            }
+            timing = Some(Timing::new(&cfg, opts.jitter));
+            current_cfg = Some(cfg);
+        }
+        let timing = timing.clone().expect("set above");
+
+        // What should run.
+        let mut wanted: HashMap<(MasterKey, Probe), (&Master, Vec<Role>)> = HashMap::new();
+        for m in &registry.masters {
+            for (probe, roles) in Probe::plan(m) {
+                wanted.insert((m.key(), probe), (m, roles));
+            }
+        }
+        running.retain(|k, r| {
+            let keep = wanted.get(k).is_some_and(|(m, _)| **m == r.master);
+            if !keep {
+                r.token.cancel();
+            }
+            keep
+        });
+        ctx.board.retain(|k, role, probe| {
+            wanted.get(&(k.clone(), probe)).is_some_and(|(_, roles)| roles.contains(&role))
+        });
+        for (k, (m, roles)) in wanted {
+            if running.contains_key(&k) {
+                continue;
+            }
+            let token = shutdown.child_token();
+            let phases: Vec<Phase> = roles.iter().map(|r| Phase::from_health(states.get(&(k.0.clone(), *r)).copied())).collect();
+            let now = SystemTime::now();
+            for (r, p) in roles.iter().zip(&phases) {
+                let since = since_restored.remove(&(k.0.clone(), *r)).unwrap_or(now);
+                ctx.board.insert(&k.0, *r, k.1, *p, since);
+            }
+            let check = opts.factory.make(m, k.1);
+            tracker.spawn(run_probe(
+                ctx.clone(),
+                ProbeSpec { key: k.0.clone(), roles, phases },
+                check,
+                timing.clone(),
+                token.clone(),
+            ));
+            running.insert(k, Running { master: m.clone(), token });
+        }
+
+        // Forget states of masters (or roles) that are gone.
+        let stale = states.keys().any(|(k, r)| !registry.get(k).is_some_and(|m| m.has_role(*r)));
+        if stale {
+            ctx.publisher.update(|core| {
+                let reg = &core.inputs.registry;
+                core.health.retain(|(k, r), _| reg.get(k).is_some_and(|m| m.has_role(*r)));
+            });
+        }
+
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = generation.changed() => if r.is_err() { break },
+        }
+    }
+    for (_, r) in running {
+        r.token.cancel();
+    }
+}
+
+struct ProbeSpec {
+    key: MasterKey,
+    roles: Vec<Role>,
+    phases: Vec<Phase>,
+}
+
+/// Checks one (master, probe) until cancelled.
+async fn run_probe(ctx: Arc<Ctx>, spec: ProbeSpec, mut check: Box<dyn Check>, timing: Timing, token: CancellationToken) {
+    let ProbeSpec { key, roles, phases } = spec;
+    let host = key.host.to_string().trim_end_matches('.').to_string();
+    let mut hs: Vec<Hysteresis> = phases.iter().map(|p| Hysteresis::new(*p)).collect();
+    let timeout_reason = format!("timeout after {}", check::fmt_duration(timing.timeout));
+
+    // Unknown and pending states are settled at once; known ones are spread
+    // over their first period so a restart does not check everything at once.
+    let settled = phases.iter().all(|p| matches!(p, Phase::Up | Phase::Down));
+    let mut next = Instant::now();
+    if settled {
+        let period = if hs.iter().any(Hysteresis::wants_fast) { timing.fast_interval } else { timing.interval };
+        next += period.mul_f64(rand::rng().random_range(0.0..1.0));
+    }
+    loop {
+        tokio::select! {
+            biased;
+            _ = token.cancelled() => return,
+            _ = tokio::time::sleep_until(next) => {}
+        }
+        let started = Instant::now();
+        let outcome = tokio::select! {
+            biased;
+            _ = token.cancelled() => return,
+            r = tokio::time::timeout(timing.timeout, check.check()) => match r {
+                Ok(o) => o,
+                Err(_) => CheckOutcome::fail(timeout_reason.clone()),
+            },
+        };
+        let latency = started.elapsed();
+        let published: Vec<Health> = {
+            let core = ctx.publisher.lock();
+            roles.iter().map(|r| core.health.get(&(key.clone(), *r)).copied().unwrap_or(Health::Up)).collect()
+        };
+        let at = SystemTime::now();
+        for (i, role) in roles.iter().enumerate() {
+            let h = &mut hs[i];
+            let t = h.record(outcome.ok, timing.rise, timing.fall);
+            if let Some(t) = t {
+                log_transition(&host, key.port, *role, t, &outcome.reason);
+            }
+            ctx.board.with(&key, *role, |s| {
+                if let Some(t) = t {
+                    s.state = t.to.as_str();
+                    s.since_unix = board::unix_secs(at);
+                    s.state_reason = outcome.reason.clone();
+                }
+                s.consecutive_ok = h.consecutive_ok();
+                s.consecutive_fail = h.consecutive_fail();
+                s.last = Some(LastCheck {
+                    at_unix_ms: at.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
+                    ok: outcome.ok,
+                    reason: outcome.reason.clone(),
+                    latency_ms: latency.as_secs_f64() * 1000.0,
+                });
+            });
+            let want = h.phase().health();
+            if t.is_some() || want != published[i] {
+                let _ = ctx.events.send(Event { key: key.clone(), role: *role, health: want });
+            }
+        }
+        let fast = hs.iter().any(Hysteresis::wants_fast);
+        let period = timing.jittered(if fast { timing.fast_interval } else { timing.interval });
+        next = (started + period).max(Instant::now());
+    }
+}
+
+fn log_transition(host: &str, port: u16, role: Role, t: Transition, reason: &str) {
+    let (old, new) = (t.from.as_str(), t.to.as_str());
+    if !t.changes_health() {
+        tracing::debug!(host, port, %role, old, new, reason, "first check of {host}:{port} ({role}) passed");
+    } else if t.to == Phase::Down {
+        tracing::warn!(host, port, %role, old, new, reason, "{host}:{port} ({role}) is down: {reason}");
+    } else {
+        tracing::info!(host, port, %role, old, new, reason, "{host}:{port} ({role}) is up: {reason}");
+    }
+}
+
+/// Applies transitions in batches and persists the result.
+async fn apply(
+    publisher: Arc<Publisher>,
+    board: Arc<HealthBoard>,
+    mut rx: mpsc::UnboundedReceiver<Event>,
+    file: Option<PathBuf>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let first = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            e = rx.recv() => match e { Some(e) => e, None => return },
+        };
+        let mut batch = vec![first];
+        while let Ok(e) = rx.try_recv() {
+            batch.push(e);
+        }
+        let (changed, _) = publisher.update(|core| {
+            let mut changed = false;
+            for e in batch {
+                // The master may have been removed since the check.
+                if !core.inputs.registry.get(&e.key).is_some_and(|m| m.has_role(e.role)) {
+                    continue;
+                }
+                changed |= core.health.insert((e.key, e.role), e.health) != Some(e.health);
+            }
+            changed
+        });
+        let Some(path) = &file else { continue };
+        if !changed {
+            continue;
+        }
+        let states = publisher.lock().health.clone();
+        let data = store::encode(&states, |k, r| board.since(k, r));
+        let p = path.clone();
+        let res = tokio::task::spawn_blocking(move || crate::fsutil::write_atomic(&p, &data)).await;
+        match res {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(file = %path.display(), error = %e, "cannot store health states"),
+            Err(e) => tracing::error!(file = %path.display(), error = %e, "cannot store health states"),
+        }
+    }
+}
