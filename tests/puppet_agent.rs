@@ -315,3 +315,39 @@ async fn puppet_order_follows_masters_dying_and_returning() {
     }
     d.stop().await;
 }
+
+/// The case the agent cannot handle alone: a master that accepts TCP and TLS
+/// but answers 503 (or hangs) is used anyway by Puppet (DESIGN.md §2). srvd's
+/// https check (mock masters from tests/common/mock_master.rs) takes it out,
+/// and Puppet's order no longer has it; healthy again, it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn puppet_order_drops_sick_masters_that_puppet_would_use() {
+    use common::mock_master::{Behaviour, MockMaster, TestCa};
+    let ca = TestCa::new();
+    let dir = tempfile::tempdir().unwrap();
+    ca.write(&dir.path().join("ca.pem"));
+    let pm1 = MockMaster::start(&ca, &fq("pm1.dc1")).await;
+    let pm2 = MockMaster::start(&ca, &fq("pm2.dc1")).await;
+    let dc2 = MockMaster::start(&ca, &fq("pm1.dc2")).await;
+    let reg = [pm1.registry_entry("dc1", &["puppet"]), pm2.registry_entry("dc1", &["puppet"]), dc2.registry_entry("dc2", &["puppet"])].concat();
+    let health = FAST_HEALTH.replace("[health]", "[health]\nca_file = \"{dir}/ca.pem\"");
+    let d = TestDaemon::start_in(dir, &format!("{BASE_CONFIG}{health}"), &reg).await.expect("daemon starts");
+    let dc1 = || async { puppet_order(d.addr, &[spec(Some("dc1"), "puppet")], 4).await.remove(0).group_sets() };
+
+    wait_published(&d, "_x-puppet._tcp.dc1", &["pm1.dc1", "pm2.dc1", "pm1.dc2"]).await;
+    assert_eq!(dc1().await, fq_sets(&[&["pm1.dc1", "pm2.dc1"], &["pm1.dc2"]]));
+
+    pm1.set(Behaviour::Status(503)).await;
+    wait_published(&d, "_x-puppet._tcp.dc1", &["pm2.dc1", "pm1.dc2"]).await;
+    assert_eq!(dc1().await, fq_sets(&[&["pm2.dc1"], &["pm1.dc2"]]), "503 master out of Puppet's order");
+
+    pm2.set(Behaviour::Hang).await;
+    wait_published(&d, "_x-puppet._tcp.dc1", &["pm1.dc2"]).await;
+    assert_eq!(dc1().await, fq_sets(&[&["pm1.dc2"]]), "hung master out too: dc1 agents go to dc2");
+
+    pm1.set(Behaviour::Healthy).await;
+    pm2.set(Behaviour::Healthy).await;
+    wait_published(&d, "_x-puppet._tcp.dc1", &["pm1.dc1", "pm2.dc1", "pm1.dc2"]).await;
+    assert_eq!(dc1().await, fq_sets(&[&["pm1.dc1", "pm2.dc1"], &["pm1.dc2"]]), "back to the local site");
+    d.stop().await;
+}
