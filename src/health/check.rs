@@ -341,32 +341,40 @@ impl Check for HttpsCheck {
 
 /// Turns a reqwest error into a short reason by looking through its causes.
 pub fn error_reason(e: &reqwest::Error, host: &str) -> String {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    let mut innermost = e.to_string();
-    while let Some(err) = cur {
-        if let Some(r) = err.downcast_ref::<ResolveError>() {
-            return r.to_string();
+    if let Some(r) = find_reason(e, host) {
+        return r;
+    }
+    let mut innermost: &(dyn std::error::Error + 'static) = e;
+    while let Some(s) = innermost.source() {
+        innermost = s;
+    }
+    if e.is_connect() { format!("connect failed: {innermost}") } else { innermost.to_string() }
+}
+
+/// The first cause with a known short reason. io::Errors may wrap other
+/// errors (even other io::Errors) that `source()` skips, so look inside.
+fn find_reason(err: &(dyn std::error::Error + 'static), host: &str) -> Option<String> {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if let Some(r) = e.downcast_ref::<ResolveError>() {
+            return Some(r.to_string());
         }
-        if let Some(t) = err.downcast_ref::<rustls::Error>() {
-            return tls_reason(t, host);
+        if let Some(t) = e.downcast_ref::<rustls::Error>() {
+            return Some(tls_reason(t, host));
         }
-        if let Some(io) = err.downcast_ref::<io::Error>() {
+        if let Some(io) = e.downcast_ref::<io::Error>() {
             if let Some(inner) = io.get_ref() {
-                if let Some(t) = inner.downcast_ref::<rustls::Error>() {
-                    return tls_reason(t, host);
-                }
-                if let Some(r) = inner.downcast_ref::<ResolveError>() {
-                    return r.to_string();
+                if let Some(r) = find_reason(inner, host) {
+                    return Some(r);
                 }
             }
             if let Some(r) = known_io_reason(io.kind()) {
-                return r.to_string();
+                return Some(r.to_string());
             }
         }
-        innermost = err.to_string();
-        cur = err.source();
+        cur = e.source();
     }
-    if e.is_connect() { format!("connect failed: {innermost}") } else { innermost }
+    None
 }
 
 fn known_io_reason(kind: io::ErrorKind) -> Option<&'static str> {
