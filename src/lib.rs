@@ -22,6 +22,7 @@ pub mod control;
 pub mod daemon;
 pub mod dns;
 pub mod fsutil;
+pub mod health;
 pub mod names;
 pub mod policy;
 pub mod publish;
