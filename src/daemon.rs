@@ -54,19 +54,34 @@ impl Running {
 
 /// Loads everything and starts serving on the given sockets.
 pub async fn start(config: Config, sockets: DnsSockets, shutdown: CancellationToken) -> Result<Running, DaemonError> {
+    start_with(config, sockets, shutdown, None).await
+}
+
+/// Like [`start`], with the health checks made by `checks` instead of the
+/// network checks of `[health]` (tests use checks they script).
+pub async fn start_with(
+    config: Config,
+    sockets: DnsSockets,
+    shutdown: CancellationToken,
+    checks: Option<Arc<dyn crate::health::CheckFactory>>,
+) -> Result<Running, DaemonError> {
     let inputs = Inputs::load(config)?;
     let cfg = inputs.config.clone();
     let state = StateDir::open(&cfg.server.state_dir)
         .map_err(|e| DaemonError::State { dir: cfg.server.state_dir.display().to_string(), source: e })?;
     // Health checks (DESIGN.md §6): the TLS settings must load, and the last
     // known states come from state_dir (no state: up until the first check).
-    let checks = crate::health::NetworkChecks::new(&cfg.health).map_err(|e| ConfigError::new(&cfg.path, e.key, e.reason))?;
+    let network_checks = crate::health::NetworkChecks::new(&cfg.health).map_err(|e| ConfigError::new(&cfg.path, e.key, e.reason))?;
     let stored = crate::health::Stored::load(&cfg.server.state_dir);
     let health: HealthStates = stored.states_for(&inputs.registry);
     let publisher = Publisher::new(inputs, health, Some(state))
         .map_err(|e| DaemonError::State { dir: cfg.server.state_dir.display().to_string(), source: e })?;
     let tracker = TaskTracker::new();
-    let health_opts = crate::health::Options { factory: Arc::new(checks), stored, jitter: crate::health::DEFAULT_JITTER };
+    let factory: Arc<dyn crate::health::CheckFactory> = match checks {
+        Some(f) => f,
+        None => Arc::new(network_checks),
+    };
+    let health_opts = crate::health::Options { factory, stored, jitter: crate::health::DEFAULT_JITTER };
     let health_board = crate::health::spawn(publisher.clone(), health_opts, &tracker, shutdown.clone());
     let control_socket = control::server::bind(&cfg.server.control_socket)?;
     let control = Control::new(publisher.clone())

@@ -38,6 +38,9 @@ pub struct Reply {
 /// Answers one raw query. `None` means: send nothing (not a query, or too
 /// broken to say anything about).
 pub fn answer(snap: &Snapshot, query: &[u8], transport: Transport) -> Option<Vec<u8>> {
+    if let Some(bytes) = snap.fast.answer(query, transport) {
+        return Some(bytes);
+    }
     let reply = resolve(snap, query, transport)?;
     Some(encode(&reply))
 }

@@ -21,6 +21,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod dns;
+pub mod fast;
 pub mod fsutil;
 pub mod health;
 pub mod names;

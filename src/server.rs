@@ -33,16 +33,28 @@ impl DnsSockets {
         let mut udp = Vec::new();
         let mut tcp = Vec::new();
         for a in addrs {
-            let u = UdpSocket::bind(a)
-                .await
-                .map_err(|e| std::io::Error::new(e.kind(), format!("cannot bind UDP {a}: {e}")))?;
-            // Same port for TCP as UDP got (matters when the port is 0).
-            let port = u.local_addr()?.port();
-            let t = TcpListener::bind(SocketAddr::new(a.ip(), port))
-                .await
-                .map_err(|e| std::io::Error::new(e.kind(), format!("cannot bind TCP {a}: {e}")))?;
-            udp.push(u);
-            tcp.push(t);
+            // With port 0, UDP picks a port and TCP must get the same one;
+            // if that TCP port is taken, try another pair.
+            let attempts = if a.port() == 0 { 20 } else { 1 };
+            let mut last_err = None;
+            for _ in 0..attempts {
+                let u = UdpSocket::bind(a)
+                    .await
+                    .map_err(|e| std::io::Error::new(e.kind(), format!("cannot bind UDP {a}: {e}")))?;
+                let port = u.local_addr()?.port();
+                match TcpListener::bind(SocketAddr::new(a.ip(), port)).await {
+                    Ok(t) => {
+                        udp.push(u);
+                        tcp.push(t);
+                        last_err = None;
+                        break;
+                    }
+                    Err(e) => last_err = Some(std::io::Error::new(e.kind(), format!("cannot bind TCP {a}: {e}"))),
+                }
+            }
+            if let Some(e) = last_err {
+                return Err(e);
+            }
         }
         Ok(DnsSockets { udp, tcp })
     }

@@ -52,6 +52,8 @@ pub struct Snapshot {
     pub nodes: HashMap<LowerName, Node>,
     /// The policy output this snapshot publishes (for explain/status).
     pub answers: Vec<RoleAnswer>,
+    /// Pre-encoded responses for the common queries.
+    pub fast: crate::fast::FastZone,
 }
 
 /// Builds the node map (all data but the SOA) from config, static records,
@@ -152,7 +154,8 @@ impl Snapshot {
         let soa = soa_record(config, serial);
         let mut negative_soa = soa.clone();
         negative_soa.ttl = config.zone.ttl.min(config.zone.negative_ttl);
-        Snapshot {
+        let mut snap = Snapshot {
+            fast: Default::default(),
             origin: config.zone.origin.clone(),
             origin_lower: LowerName::new(&config.zone.origin),
             serial,
@@ -160,7 +163,9 @@ impl Snapshot {
             negative_soa,
             nodes,
             answers,
-        }
+        };
+        snap.fast = crate::fast::FastZone::build(&snap);
+        snap
     }
 
     /// All records of the zone, SOA first (for listing and transfers).

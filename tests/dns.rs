@@ -36,7 +36,7 @@ roles = ["ca"]
 "#;
 
 async fn daemon() -> TestDaemon {
-    TestDaemon::start(BASE_CONFIG, REGISTRY).await
+    TestDaemon::start_all_up(BASE_CONFIG, REGISTRY).await
 }
 
 const O: &str = "puppet.example.test.";
@@ -182,7 +182,7 @@ fn big_registry() -> String {
 
 #[tokio::test]
 async fn udp_size_limits_and_truncation() {
-    let d = TestDaemon::start(BASE_CONFIG, &big_registry()).await;
+    let d = TestDaemon::start_all_up(BASE_CONFIG, &big_registry()).await;
     let name = n("_x-puppet._tcp.dc1");
 
     // No EDNS: 512 bytes max, TC, no partial answer.
@@ -324,7 +324,7 @@ async fn serial_rises_on_change_only_and_survives_restart() {
     let dir = d.stop().await;
     let stored: u32 = std::fs::read_to_string(dir.path().join("state/serial")).unwrap().trim().parse().unwrap();
     assert_eq!(stored, s3);
-    let d2 = TestDaemon::start_in(dir, BASE_CONFIG, REGISTRY).await.unwrap();
+    let d2 = TestDaemon::start_in_with(dir, BASE_CONFIG, REGISTRY, Some(std::sync::Arc::new(AlwaysUp))).await.unwrap();
     assert!(d2.serial() > s3, "{} > {s3}", d2.serial());
 }
 
@@ -342,7 +342,7 @@ fn dig(addr: std::net::SocketAddr, args: &[&str]) -> String {
 
 #[tokio::test]
 async fn dig_sees_authoritative_answers() {
-    let d = TestDaemon::start(BASE_CONFIG, &format!("{REGISTRY}{}", big_registry())).await;
+    let d = TestDaemon::start_all_up(BASE_CONFIG, &format!("{REGISTRY}{}", big_registry())).await;
     let addr = d.addr;
     let out = tokio::task::spawn_blocking(move || dig(addr, &["_x-puppet._tcp.dc2.puppet.example.test", "SRV"])).await.unwrap();
     assert!(out.contains("status: NOERROR"), "{out}");

@@ -6,6 +6,7 @@ pub mod mock_master;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
@@ -63,7 +64,23 @@ impl TestDaemon {
         Self::start_in(dir, config, registry).await
     }
 
+    /// Starts srvd with health checks that always pass: every master is up,
+    /// for tests about DNS and policy rather than health.
+    pub async fn start_all_up(config: &str, registry: &str) -> TestDaemon {
+        let dir = tempfile::tempdir().unwrap();
+        Self::start_in_with(dir, config, registry, Some(Arc::new(AlwaysUp))).await.expect("daemon starts")
+    }
+
     pub async fn start_in(dir: tempfile::TempDir, config: &str, registry: &str) -> Result<TestDaemon, daemon::DaemonError> {
+        Self::start_in_with(dir, config, registry, None).await
+    }
+
+    pub async fn start_in_with(
+        dir: tempfile::TempDir,
+        config: &str,
+        registry: &str,
+        checks: Option<Arc<dyn srvd::health::CheckFactory>>,
+    ) -> Result<TestDaemon, daemon::DaemonError> {
         let d = dir.path().display().to_string();
         let cfg_text = config.replace("{dir}", &d);
         let cfg_path = dir.path().join("srvd.toml");
@@ -71,7 +88,7 @@ impl TestDaemon {
         std::fs::write(dir.path().join("masters.toml"), registry.replace("{dir}", &d)).unwrap();
         let config = Config::load(&cfg_path)?;
         let sockets = DnsSockets::bind(&config.server.listen).await?;
-        let running = daemon::start(config.clone(), sockets, CancellationToken::new()).await?;
+        let running = daemon::start_with(config.clone(), sockets, CancellationToken::new(), checks).await?;
         let addr = running.dns_addrs[0];
         Ok(TestDaemon { dir, running: Some(running), addr, config })
     }
@@ -103,6 +120,24 @@ impl TestDaemon {
     pub async fn tcp(&self, name: &str, t: RecordType) -> Message {
         let mut s = TcpStream::connect(self.addr).await.unwrap();
         tcp_exchange(&mut s, &build_query(name, t, None)).await
+    }
+}
+
+/// Health checks that always pass.
+pub struct AlwaysUp;
+
+struct Pass;
+
+#[async_trait::async_trait]
+impl srvd::health::Check for Pass {
+    async fn check(&mut self) -> srvd::health::CheckOutcome {
+        srvd::health::CheckOutcome::ok("test: always up")
+    }
+}
+
+impl srvd::health::CheckFactory for AlwaysUp {
+    fn make(&self, _m: &srvd::registry::Master, _p: srvd::health::Probe) -> Box<dyn srvd::health::Check> {
+        Box::new(Pass)
     }
 }
 
