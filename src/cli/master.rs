@@ -50,7 +50,7 @@ impl AddArgs {
             addresses: self.addresses.clone(),
             check: self.check.clone(),
             wait: self.wait,
-            wait_timeout_ms: self.wait.then(|| self.timeout.as_millis() as u64),
+            wait_timeout_ms: self.wait.then_some(self.timeout.as_millis() as u64),
         })
     }
 }

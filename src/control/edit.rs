@@ -25,12 +25,12 @@ pub(super) fn read_text(path: &Path) -> std::io::Result<Option<String>> {
     }
 }
 
-fn refused(msg: impl Into<String>) -> Response {
-    Response::Refused(Failure::new(msg))
+fn refused(msg: impl Into<String>) -> Failure {
+    Failure::new(msg)
 }
 
 /// Finds the one master `spec` ("host" or "host:port") names; its index in file order.
-pub(super) fn resolve<'r>(registry: &'r Registry, spec: &str) -> Result<(usize, &'r Master), Response> {
+pub(super) fn resolve<'r>(registry: &'r Registry, spec: &str) -> Result<(usize, &'r Master), Failure> {
     let (host, _) = split_host_port(spec);
     if let Err(r) = crate::names::parse_absolute(host) {
         return Err(refused(format!("{spec:?} is not a host name: {r}")));
@@ -71,15 +71,20 @@ impl Control {
             Err(e) => return Response::Error(Failure::new(format!("cannot read the registry {}: {e}", path.display()))),
         };
         if disk != st.text {
-            return refused(format!(
+            return Response::Refused(refused(format!(
                 "the registry file {} was edited since srvd last read it; check it and run `srvctl reload` first",
                 path.display()
-            ));
+            )));
         }
         let mut doc = match RegistryDoc::parse(disk.as_deref().unwrap_or("")) {
             Ok(d) if d.len() == registry.masters.len() => d,
-            Ok(_) => return refused(format!("the registry file {} does not match what srvd loaded; run `srvctl reload`", path.display())),
-            Err(e) => return refused(format!("{}: {e}", path.display())),
+            Ok(_) => {
+                return Response::Refused(refused(format!(
+                    "the registry file {} does not match what srvd loaded; run `srvctl reload`",
+                    path.display()
+                )));
+            }
+            Err(e) => return Response::Refused(refused(format!("{}: {e}", path.display()))),
         };
 
         let mut notes = Vec::new();
@@ -87,7 +92,7 @@ impl Control {
             Request::AddMaster(a) => {
                 let m = match new_master(a, &config, &registry) {
                     Ok(m) => m,
-                    Err(r) => return r,
+                    Err(f) => return Response::Refused(f),
                 };
                 doc.append(&m, a.check.is_some());
                 notes.push("pending: published after its first successful health check".to_string());
@@ -96,7 +101,7 @@ impl Control {
             Request::RemoveMaster(t) => {
                 let (i, m) = match resolve(&registry, &t.host) {
                     Ok(x) => x,
-                    Err(r) => return r,
+                    Err(f) => return Response::Refused(f),
                 };
                 if let Err(e) = doc.remove(i) {
                     return Response::Error(Failure::new(e.to_string()));
@@ -113,7 +118,7 @@ impl Control {
                 let want = matches!(req, Request::Drain(_));
                 let (i, m) = match resolve(&registry, &t.host) {
                     Ok(x) => x,
-                    Err(r) => return r,
+                    Err(f) => return Response::Refused(f),
                 };
                 if m.drained == want {
                     notes.push(format!("already {}", if want { "drained" } else { "not drained" }));
@@ -130,11 +135,11 @@ impl Control {
             }
             Request::SetWeight(s) => {
                 if !(0..=65535).contains(&s.weight) {
-                    return refused(format!("weight {} is not in 0..=65535", s.weight));
+                    return Response::Refused(refused(format!("weight {} is not in 0..=65535", s.weight)));
                 }
                 let (i, m) = match resolve(&registry, &s.host) {
                     Ok(x) => x,
-                    Err(r) => return r,
+                    Err(f) => return Response::Refused(f),
                 };
                 if i64::from(m.weight) == s.weight {
                     notes.push(format!("weight already {}", s.weight));
@@ -165,11 +170,9 @@ impl Control {
             st.text = Some(text);
             let added = matches!(req, Request::AddMaster(_));
             let ((), serial) = self.publisher.update(|core| {
-                if added {
-                    if let Some(m) = new_registry.get(&key) {
-                        for &r in &m.roles {
-                            core.health.insert((key.clone(), r), Health::Pending);
-                        }
+                if let Some(m) = new_registry.get(&key).filter(|_| added) {
+                    for &r in &m.roles {
+                        core.health.insert((key.clone(), r), Health::Pending);
                     }
                 }
                 core.health.retain(|(k, r), _| new_registry.get(k).is_some_and(|m| m.has_role(*r)));
@@ -263,7 +266,7 @@ impl Control {
 }
 
 /// Validates an add-master request into a master that is not registered yet.
-fn new_master(a: &AddMaster, config: &Config, registry: &Registry) -> Result<Master, Response> {
+fn new_master(a: &AddMaster, config: &Config, registry: &Registry) -> Result<Master, Failure> {
     let (host, port_in_host) = split_host_port(&a.host);
     let port = match (port_in_host, a.port) {
         (Some(p), Some(q)) if i64::from(p) != q => {
