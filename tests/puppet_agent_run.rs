@@ -98,7 +98,6 @@ fn run_ok(c: &mut std::process::Command, what: &str) {
 /// One line of a mock master's log.
 #[derive(Debug, Deserialize)]
 struct Event {
-    master: String,
     event: String,
     #[serde(default)]
     sni: Option<String>,
@@ -139,6 +138,8 @@ impl MockMaster {
             .arg(pki.join(format!("{}.key", self.host)))
             .arg("--log")
             .arg(&self.log)
+            .arg("--sick-file")
+            .arg(self.sick_file())
             .stdout(Stdio::null())
             .stderr(Stdio::from(std::fs::File::create(dir.join(format!("{}.stderr", self.host))).unwrap()))
             .spawn()
@@ -149,6 +150,19 @@ impl MockMaster {
             self.events().iter().filter(|e| e.event == "listening").count() > before
         })
         .await;
+    }
+
+    fn sick_file(&self) -> PathBuf {
+        self.log.with_extension("sick")
+    }
+
+    /// Sick: up (TCP and TLS work) but every request gets 503.
+    fn set_sick(&self, sick: bool) {
+        if sick {
+            std::fs::write(self.sick_file(), "").unwrap();
+        } else {
+            let _ = std::fs::remove_file(self.sick_file());
+        }
     }
 
     /// Kills the process: its port refuses connections from now on.
@@ -186,7 +200,8 @@ where
 }
 
 /// The estate in the namespace: srvd on 127.0.0.1:53 with two sites that
-/// fail over to each other, one master each, `tcp` health checks with fast
+/// fail over to each other, one master each, `https` health checks (the
+/// Puppet status API, certificates verified against the test CA) with fast
 /// timing. Plus the PKI and the agent's puppet.conf.
 struct Estate {
     _dir: tempfile::TempDir,
@@ -198,11 +213,12 @@ struct Estate {
 }
 
 async fn estate(tag: &str) -> Estate {
-    estate_with(tag, &["--master", PM1, "--master", PM2]).await
+    estate_with(tag, &["--master", PM1, "--master", PM2], "https", &[PM1, PM2]).await
 }
 
-/// [`estate`] with other master certificates (`mkpki.rb` arguments).
-async fn estate_with(tag: &str, pki: &[&str]) -> Estate {
+/// [`estate`] with other master certificates (`mkpki.rb` arguments) and
+/// health check kind; returns once srvd publishes `ready` for dc1.
+async fn estate_with(tag: &str, pki: &[&str], check: &str, ready: &[&str]) -> Estate {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
     let d = dir.display();
@@ -226,14 +242,14 @@ host = "{PM1}"
 site = "dc1"
 roles = ["puppet"]
 addresses = ["127.0.0.11"]
-check = "tcp"
+check = "{check}"
 
 [[master]]
 host = "{PM2}"
 site = "dc2"
 roles = ["puppet"]
 addresses = ["127.0.0.21"]
-check = "tcp"
+check = "{check}"
 "#
         ),
     )
@@ -260,6 +276,7 @@ fast_interval = "200ms"
 timeout = "500ms"
 rise = 1
 fall = 1
+ca_file = "{d}/pki/ca.pem"
 
 [[site]]
 name = "dc1"
@@ -304,7 +321,7 @@ publicdir = {d}/public
         .spawn()
         .expect("start srvd in the namespace");
     let e = Estate { _dir: tmp, dir, pm1, pm2, _srvd: srvd, ns };
-    e.wait_answer(&[PM1, PM2]).await;
+    e.wait_answer(ready).await;
     e
 }
 
@@ -426,11 +443,40 @@ async fn agent_run_fails_over_when_srvd_drops_the_master_and_comes_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_run_aborts_when_the_master_certificate_lacks_the_srv_name() {
     let misnamed = format!("{PM1}=pm1.dc1.example.com");
-    let e = estate_with("certname", &["--misnamed", &misnamed, "--master", PM2]).await;
+    // tcp checks: srvd cannot see the certificate and keeps publishing it.
+    let e = estate_with("certname", &["--misnamed", &misnamed, "--master", PM2], "tcp", &[PM1, PM2]).await;
     let (p1, p2) = (e.pm1.events().len(), e.pm2.events().len());
     let out = e.agent_run().await;
     let want = format!("Server hostname '{PM1}' did not match server certificate; expected one of pm1.dc1.example.com");
     assert!(out.contains(&want), "missing {want:?} in:\n{out}");
     assert!(!out.contains(&format!("Yielding next server of {PM2}")), "the agent must not move on:\n{out}");
     assert!(e.pm1.agent_requests(p1).is_empty() && e.pm2.agent_requests(p2).is_empty(), "no request reached a master");
+}
+
+/// The failure the agent does not handle by itself: dc1's master is up (TCP
+/// and TLS work) but answers 503, so an agent would still use it. srvd's
+/// https check drops it, and the next run goes to dc2 without trying dc1.
+/// Healthy again, it is published again and runs return to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_run_avoids_a_master_answering_503_once_srvd_drops_it() {
+    let e = estate("sick").await;
+    e.pm1.set_sick(true);
+    e.wait_answer(&[PM2]).await;
+    let out = e.assert_run_reaches(&e.pm2, &e.pm1).await;
+    assert!(!out.contains(&format!("Yielding next server of {PM1}")), "{PM1} was not in the answer:\n{out}");
+
+    e.pm1.set_sick(false);
+    e.wait_answer(&[PM1, PM2]).await;
+    e.assert_run_reaches(&e.pm1, &e.pm2).await;
+}
+
+/// The same misnamed certificate with srvd's https check: srvd verifies the
+/// certificate for the SRV target name, drops the master, and agents never
+/// meet it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_run_never_meets_a_misnamed_master_when_srvd_checks_https() {
+    let misnamed = format!("{PM1}=pm1.dc1.example.com");
+    let e = estate_with("certname-https", &["--misnamed", &misnamed, "--master", PM2], "https", &[PM2]).await;
+    let out = e.assert_run_reaches(&e.pm2, &e.pm1).await;
+    assert!(!out.contains("did not match server certificate"), "{out}");
 }

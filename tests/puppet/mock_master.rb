@@ -3,13 +3,15 @@
 # the agent asked for) and HTTP request, one JSON object per line.
 #
 #   ruby tests/puppet/mock_master.rb --listen ADDR:PORT --name NAME \
-#        --cert FILE --key FILE --log FILE
+#        --cert FILE --key FILE --log FILE [--sick-file FILE]
 #
 # Answers:
 #   GET /status/v1/simple     200 "running"   (srvd's https health check)
 #   GET /status/v1/simple/ca  404             (a compiler is not a CA)
 #   anything else             500 with a Puppet-style JSON error naming NAME,
 #                             so an agent run fails right after reaching us.
+# While the --sick-file exists, every request gets 503 (a Puppet Server that
+# is up but not serving: TCP and TLS work, so an agent would still use it).
 # Log events: listening, connect, tls (sni), request (method, path), error.
 
 require 'json'
@@ -24,6 +26,7 @@ OptionParser.new do |o|
   o.on('--cert FILE') { |v| opts[:cert] = v }
   o.on('--key FILE') { |v| opts[:key] = v }
   o.on('--log FILE') { |v| opts[:log] = v }
+  o.on('--sick-file FILE') { |v| opts[:sick] = v }
 end.parse!
 %i[listen name cert key log].each do |k|
   next if opts[k]
@@ -35,6 +38,7 @@ LOG = File.open(opts[:log], 'a')
 LOG.sync = true
 LOCK = Mutex.new
 NAME = opts[:name]
+SICK = opts[:sick]
 
 def log(event, fields = {})
   LOCK.synchronize { LOG.puts(JSON.generate({ 'master' => NAME, 'event' => event }.merge(fields))) }
@@ -71,6 +75,8 @@ def serve(ssl, peer)
   ssl.read(len) if len > 0
   log('request', 'method' => method, 'path' => path, 'peer' => peer)
   case path
+  when ->(_) { SICK && File.exist?(SICK) }
+    respond(ssl, 503, 'Service Unavailable', 'sick', 'text/plain')
   when %r{\A/status/v1/simple/ca\b}
     respond(ssl, 404, 'Not Found', 'not a CA', 'text/plain')
   when %r{\A/status/v1/simple\b}
