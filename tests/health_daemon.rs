@@ -25,9 +25,26 @@ fn config(extra_health: &str) -> String {
 }
 
 async fn start(ca: &TestCa, config: &str, registry: &str) -> TestDaemon {
-    let dir = tempfile::tempdir().unwrap();
-    ca.write(&dir.path().join("ca.pem"));
-    TestDaemon::start_in(dir, config, registry).await.expect("daemon starts")
+    start_with_files(&[("ca.pem", ca.cert_pem.as_str())], config, registry).await.expect("daemon starts")
+}
+
+/// Starts a daemon in a fresh dir holding `files`. Retries when the
+/// ephemeral DNS port (UDP and TCP must match) is taken for TCP by a
+/// connection of a parallel test.
+async fn start_with_files(files: &[(&str, &str)], config: &str, registry: &str) -> Result<TestDaemon, srvd::daemon::DaemonError> {
+    for _ in 0..20 {
+        let dir = tempfile::tempdir().unwrap();
+        for (f, text) in files {
+            let p = dir.path().join(f);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        }
+        match TestDaemon::start_in(dir, config, registry).await {
+            Err(e) if e.to_string().contains("Address already in use") => continue,
+            r => return r,
+        }
+    }
+    panic!("no free port pair for the daemon");
 }
 
 /// SRV targets of `name`, in answer order.
@@ -56,6 +73,20 @@ fn status(d: &TestDaemon, m: &MockMaster, role: Role) -> srvd::health::RoleStatu
     d.running.as_ref().unwrap().health.get(&key(&m.host, m.port), role).expect("a board entry")
 }
 
+/// Waits until (master, role) has been checked at least once since start.
+async fn first_check(d: &TestDaemon, m: &MockMaster, role: Role) -> srvd::health::RoleStatus {
+    let t0 = Instant::now();
+    loop {
+        if let Some(s) = d.running.as_ref().unwrap().health.get(&key(&m.host, m.port), role) {
+            if s.last.is_some() {
+                return s;
+            }
+        }
+        assert!(t0.elapsed() < LIMIT, "{} not checked", m.host);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 const LIMIT: Duration = Duration::from_secs(5);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -67,12 +98,7 @@ async fn switching_a_master_moves_it_out_of_and_back_into_the_answers() {
     let d = start(&ca, &config(""), &reg).await;
     wait_for(&d, PUPPET_DC1, &[PM1, PM2], LIMIT).await;
     // Both masters pass their checks (first checks run at once).
-    let t0 = Instant::now();
-    while status(&d, &pm1, Role::Puppet).last.is_none() {
-        assert!(t0.elapsed() < LIMIT, "no first check");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let st = status(&d, &pm1, Role::Puppet);
+    let st = first_check(&d, &pm1, Role::Puppet).await;
     assert_eq!(st.state, "up", "{st:?}");
     assert_eq!(st.last.as_ref().unwrap().reason, "HTTP 200");
 
@@ -115,7 +141,7 @@ async fn compiler_listed_as_ca_is_up_for_puppet_and_down_for_ca() {
     assert_eq!(targets(&d, PUPPET_DC1).await, [PM1]);
     let st = status(&d, &pm1, Role::Ca);
     assert_eq!((st.state, st.state_reason.as_str()), ("down", "not a CA (404)"));
-    assert_eq!(status(&d, &pm1, Role::Puppet).state, "up");
+    assert_eq!(first_check(&d, &pm1, Role::Puppet).await.state, "up");
     assert!(pm1.requests_for("/status/v1/simple") > 0 && pm1.requests_for("/status/v1/simple/ca") > 0);
     // The standby CA dies: the first CA of the order is published again
     // (never an empty CA answer), and when it turns into a CA it stays.
@@ -146,7 +172,8 @@ async fn states_survive_a_restart() {
     let stored = std::fs::read_to_string(dir.path().join("state/health.json")).unwrap();
     assert!(stored.contains("\"down\""), "{stored}");
     // Restarted while pm1 is still broken: it is never published.
-    let d = TestDaemon::start_in(dir, &cfg, &reg).await.unwrap();
+    let files = [("ca.pem", ca.cert_pem.as_str()), ("state/health.json", stored.as_str())];
+    let d = start_with_files(&files, &cfg, &reg).await.unwrap();
     assert_eq!(targets(&d, PUPPET_DC1).await, [PM2], "the very first answer after a restart");
     pm1.set(Behaviour::Healthy).await;
     wait_for(&d, PUPPET_DC1, &[PM1, PM2], LIMIT).await;
@@ -185,22 +212,15 @@ async fn client_certificate_is_presented_when_configured() {
     wait_for(&d, PUPPET_DC1, &[PM2], LIMIT).await;
     let st = status(&d, &pm1, Role::Puppet);
     assert!(st.state_reason.contains("TLS"), "{st:?}");
+    eprintln!("without a client certificate: {}", st.state_reason);
     d.stop().await;
 
     // With one, it is up.
     let id = ca.issue(&["srvd.example.test"]);
-    let dir = tempfile::tempdir().unwrap();
-    ca.write(&dir.path().join("ca.pem"));
-    std::fs::write(dir.path().join("client.pem"), &id.cert_pem).unwrap();
-    std::fs::write(dir.path().join("client.key"), &id.key_pem).unwrap();
+    let files = [("ca.pem", ca.cert_pem.as_str()), ("client.pem", id.cert_pem.as_str()), ("client.key", id.key_pem.as_str())];
     let tls = "cert_file = \"{dir}/client.pem\"\nkey_file = \"{dir}/client.key\"\n";
-    let d = TestDaemon::start_in(dir, &config(tls), &reg).await.unwrap();
-    let t0 = Instant::now();
-    while status(&d, &pm1, Role::Puppet).last.is_none() {
-        assert!(t0.elapsed() < LIMIT);
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(status(&d, &pm1, Role::Puppet).state, "up");
+    let d = start_with_files(&files, &config(tls), &reg).await.unwrap();
+    assert_eq!(first_check(&d, &pm1, Role::Puppet).await.state, "up");
     assert_eq!(targets(&d, PUPPET_DC1).await, [PM1, PM2]);
     d.stop().await;
 }
@@ -224,11 +244,8 @@ async fn bad_tls_files_are_config_errors_naming_the_file() {
         ),
     ];
     for (extra, files, named) in cases {
-        let dir = tempfile::tempdir().unwrap();
-        for (f, text) in &files {
-            std::fs::write(dir.path().join(f), text).unwrap();
-        }
-        let err = match TestDaemon::start_in(dir, &config(extra), "").await {
+        let files: Vec<(&str, &str)> = files.iter().map(|(f, t)| (*f, t.as_str())).collect();
+        let err = match start_with_files(&files, &config(extra), "").await {
             Ok(_) => panic!("{named}: daemon started"),
             Err(e) => e.to_string(),
         };
