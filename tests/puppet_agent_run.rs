@@ -204,12 +204,13 @@ where
 /// Puppet status API, certificates verified against the test CA) with fast
 /// timing. Plus the PKI and the agent's puppet.conf.
 struct Estate {
-    _dir: tempfile::TempDir,
-    dir: PathBuf,
+    // Dropped in this order: processes (killed), the namespace, the files.
     pm1: MockMaster,
     pm2: MockMaster,
     _srvd: Child,
     ns: Netns,
+    dir: PathBuf,
+    _dir: tempfile::TempDir,
 }
 
 async fn estate(tag: &str) -> Estate {
@@ -320,7 +321,7 @@ publicdir = {d}/public
         .stderr(Stdio::from(std::fs::File::create(dir.join("srvd.log")).unwrap()))
         .spawn()
         .expect("start srvd in the namespace");
-    let e = Estate { _dir: tmp, dir, pm1, pm2, _srvd: srvd, ns };
+    let e = Estate { pm1, pm2, _srvd: srvd, ns, dir, _dir: tmp };
     e.wait_answer(ready).await;
     e
 }
