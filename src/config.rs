@@ -183,10 +183,16 @@ impl Default for HealthConfig {
     }
 }
 
-/// Default health timing. A crashed master (connection refused) fails a check
-/// at once; `fall` failures `fast_interval` apart take it out of the answers.
-pub const DEFAULT_INTERVAL_S: u64 = 2;
-pub const DEFAULT_FAST_INTERVAL_MS: u64 = 500;
+/// Default health timing (measured figures and reasoning: docs/health.md).
+/// Checks run every `interval` (1 s) while a master is healthy and every
+/// `fast_interval` (250 ms) while it fails. A crashed master (connection
+/// refused) fails at once: `fall` = 2 failures take it out within
+/// interval + fast_interval = 1.25 s (target < 2 s); a hung one within
+/// interval + fall × timeout = 3 s; a recovered one returns after `rise` = 2
+/// passing checks, 250 ms apart. fall = 2 keeps one lost packet (one failed
+/// check) from removing a master.
+pub const DEFAULT_INTERVAL_S: u64 = 1;
+pub const DEFAULT_FAST_INTERVAL_MS: u64 = 250;
 pub const DEFAULT_TIMEOUT_MS: u64 = 1000;
 pub const DEFAULT_RISE: u32 = 2;
 pub const DEFAULT_FALL: u32 = 2;
@@ -417,6 +423,8 @@ fn validate(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, ConfigEr
             crate::tls::check_pem_file(p, key).map_err(|r| ConfigError::new(file, key, r))?;
         }
     }
+    // The checker's TLS config must build: CA usable, key matching the certificate.
+    crate::health::check::client_tls(&health).map_err(|e| ConfigError::new(file, e.key, e.reason))?;
 
     // [[site]]
     if raw.site.is_empty() {
