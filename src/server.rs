@@ -15,6 +15,7 @@ use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseI
 use hickory_server::zone_handler::MessageResponseBuilder;
 use hickory_server::Server;
 use tokio::net::{TcpListener, UdpSocket};
+
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -72,9 +73,21 @@ pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 pub fn spawn(sockets: DnsSockets, publisher: Arc<Publisher>, tracker: &TaskTracker, shutdown: CancellationToken) {
     let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, 8);
     for sock in sockets.udp {
-        let sock = Arc::new(sock);
+        let sock = match sock.into_std().and_then(|s| {
+            s.set_nonblocking(false)?;
+            s.set_read_timeout(Some(UDP_WAKEUP))?;
+            grow_buffers(&s);
+            Ok(Arc::new(s))
+        }) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot prepare UDP socket");
+                continue;
+            }
+        };
         for _ in 0..workers {
-            tracker.spawn(udp_worker(sock.clone(), publisher.clone(), shutdown.clone()));
+            let (sock, publisher, shutdown) = (sock.clone(), publisher.clone(), shutdown.clone());
+            tracker.spawn_blocking(move || udp_worker(&sock, &publisher, &shutdown));
         }
     }
     let mut server = Server::new(TcpHandler { publisher });
@@ -89,25 +102,49 @@ pub fn spawn(sockets: DnsSockets, publisher: Arc<Publisher>, tracker: &TaskTrack
     });
 }
 
-async fn udp_worker(sock: Arc<UdpSocket>, publisher: Arc<Publisher>, shutdown: CancellationToken) {
+/// Asks for large socket buffers so bursts are queued, not dropped: 4 MiB
+/// (SO_RCVBUFFORCE as root, else SO_RCVBUF up to net.core.rmem_max).
+fn grow_buffers(s: &std::net::UdpSocket) {
+    use std::os::fd::AsRawFd;
+    let size: libc::c_int = 4 << 20;
+    let fd = s.as_raw_fd();
+    for (force, plain) in [(libc::SO_RCVBUFFORCE, libc::SO_RCVBUF), (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF)] {
+        let set = |opt| {
+            // SAFETY: fd is a valid socket for the duration of the call; the
+            // option value is a c_int whose size is passed.
+            unsafe {
+                libc::setsockopt(fd, libc::SOL_SOCKET, opt, (&size as *const libc::c_int).cast(), std::mem::size_of::<libc::c_int>() as libc::socklen_t)
+            }
+        };
+        if set(force) != 0 {
+            set(plain);
+        }
+    }
+}
+
+/// How often a blocked UDP worker wakes up to see whether to stop.
+const UDP_WAKEUP: Duration = Duration::from_millis(200);
+
+/// One UDP worker: a plain thread blocked in recv_from on a shared socket.
+/// Answers are computed synchronously from the snapshot (no await, no task
+/// per packet), which is what keeps the common path cheap.
+fn udp_worker(sock: &std::net::UdpSocket, publisher: &Publisher, shutdown: &CancellationToken) {
     let mut buf = vec![0u8; 4096];
-    loop {
-        let (n, src) = tokio::select! {
-            r = sock.recv_from(&mut buf) => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::debug!(error = %e, "UDP receive error");
-                    continue;
-                }
-            },
-            _ = shutdown.cancelled() => return,
+    while !shutdown.is_cancelled() {
+        let (n, src) = match sock.recv_from(&mut buf) {
+            Ok(x) => x,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted) => continue,
+            Err(e) => {
+                tracing::debug!(error = %e, "UDP receive error");
+                continue;
+            }
         };
         if src.port() == 0 {
             continue;
         }
         let snap = publisher.snapshot();
         if let Some(resp) = dns::answer(&snap, &buf[..n], Transport::Udp) {
-            if let Err(e) = sock.send_to(&resp, src).await {
+            if let Err(e) = sock.send_to(&resp, src) {
                 tracing::debug!(error = %e, %src, "UDP send error");
             }
         }
