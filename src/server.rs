@@ -86,8 +86,22 @@ pub fn spawn(sockets: DnsSockets, publisher: Arc<Publisher>, tracker: &TaskTrack
             }
         };
         for _ in 0..workers {
+            // A plain thread, not spawn_blocking: a runtime being dropped
+            // must not wait for it. The tracker still waits for it on stop.
             let (sock, publisher, shutdown) = (sock.clone(), publisher.clone(), shutdown.clone());
-            tracker.spawn_blocking(move || udp_worker(&sock, &publisher, &shutdown));
+            let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+            let spawned = std::thread::Builder::new().name("srvd-udp".into()).spawn(move || {
+                udp_worker(&sock, &publisher, &shutdown);
+                let _ = done_tx.send(());
+            });
+            match spawned {
+                Ok(_) => {
+                    tracker.spawn(async move {
+                        let _ = done_rx.await;
+                    });
+                }
+                Err(e) => tracing::error!(error = %e, "cannot start a UDP worker thread"),
+            }
         }
     }
     let mut server = Server::new(TcpHandler { publisher });

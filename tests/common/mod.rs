@@ -141,6 +141,16 @@ impl srvd::health::CheckFactory for AlwaysUp {
     }
 }
 
+impl Drop for TestDaemon {
+    /// A test that ends without `stop()` still stops the daemon's tasks
+    /// (the UDP workers are threads that exit only on the shutdown token).
+    fn drop(&mut self) {
+        if let Some(r) = &self.running {
+            r.shutdown.cancel();
+        }
+    }
+}
+
 /// Encodes a query (RD clear), optionally with EDNS of that payload size.
 pub fn build_query(name: &str, t: RecordType, edns: Option<u16>) -> Vec<u8> {
     let mut m = Message::new(rand_id(), MessageType::Query, OpCode::Query);
