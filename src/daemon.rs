@@ -65,6 +65,12 @@ pub async fn start_with(
     shutdown: CancellationToken,
     checks: Option<Arc<dyn crate::health::CheckFactory>>,
 ) -> Result<Running, DaemonError> {
+    for p in [&config.server.registry, &config.server.state_dir.join("serial"), &config.server.state_dir.join("health.json")] {
+        let n = crate::fsutil::remove_stale_temps(p);
+        if n > 0 {
+            tracing::info!(file = %p.display(), removed = n, "removed temp files left by an interrupted write");
+        }
+    }
     let inputs = Inputs::load(config)?;
     let cfg = inputs.config.clone();
     let state = StateDir::open(&cfg.server.state_dir)

@@ -30,3 +30,45 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
     }
     result
 }
+
+/// Removes temp files [`write_atomic`] left beside `path` when the process
+/// was killed between creating and renaming them. Returns how many.
+pub fn remove_stale_temps(path: &Path) -> usize {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else { return 0 };
+    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    let prefix = format!(".{}.tmp.", name.to_string_lossy());
+    let Ok(entries) = fs::read_dir(dir) else { return 0 };
+    let mut n = 0;
+    for e in entries.flatten() {
+        let fname = e.file_name();
+        let f = fname.to_string_lossy();
+        // Only our own pattern, and never a live process's file.
+        if let Some(pid) = f.strip_prefix(&prefix) {
+            let alive = pid.parse::<u32>().is_ok_and(|p| p != std::process::id() && Path::new(&format!("/proc/{p}")).exists());
+            if !alive && fs::remove_file(e.path()).is_ok() {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_and_stale_temp_cleanup() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("masters.toml");
+        write_atomic(&p, b"one").unwrap();
+        write_atomic(&p, b"two").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        // A temp file of a dead process (pid 0 never names a live one here) and an unrelated file.
+        fs::write(d.path().join(".masters.toml.tmp.999999999"), b"half").unwrap();
+        fs::write(d.path().join(".other.tmp.1"), b"x").unwrap();
+        assert_eq!(remove_stale_temps(&p), 1);
+        assert!(d.path().join(".other.tmp.1").exists());
+        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 2);
+    }
+}
