@@ -77,10 +77,8 @@ fn status(d: &TestDaemon, m: &MockMaster, role: Role) -> srvd::health::RoleStatu
 async fn first_check(d: &TestDaemon, m: &MockMaster, role: Role) -> srvd::health::RoleStatus {
     let t0 = Instant::now();
     loop {
-        if let Some(s) = d.running.as_ref().unwrap().health.get(&key(&m.host, m.port), role) {
-            if s.last.is_some() {
-                return s;
-            }
+        if let Some(s) = d.running.as_ref().unwrap().health.get(&key(&m.host, m.port), role).filter(|s| s.last.is_some()) {
+            return s;
         }
         assert!(t0.elapsed() < LIMIT, "{} not checked", m.host);
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -230,7 +228,9 @@ async fn bad_tls_files_are_config_errors_naming_the_file() {
     let ca = TestCa::new();
     let a = ca.issue(&["a.example.test"]);
     let b = ca.issue(&["b.example.test"]);
-    let cases: Vec<(&str, Vec<(&str, String)>, &str)> = vec![
+    // (extra [health] keys, files to write, the file the error must name)
+    type Case<'a> = (&'a str, Vec<(&'a str, String)>, &'a str);
+    let cases: Vec<Case> = vec![
         ("", vec![("ca.pem", "not a certificate\n".into())], "ca.pem"),
         (
             "cert_file = \"{dir}/client.pem\"\nkey_file = \"{dir}/client.key\"\n",

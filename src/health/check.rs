@@ -135,10 +135,9 @@ pub fn client_tls(cfg: &HealthConfig) -> Result<rustls::ClientConfig, TlsError> 
             }
         }
         None => {
-            if let Some(p) = SYSTEM_BUNDLES.iter().map(Path::new).find(|p| p.exists()) {
-                if let Ok(certs) = read_certs(p, "health.ca_file") {
-                    roots.add_parsable_certificates(certs);
-                }
+            let bundle = SYSTEM_BUNDLES.iter().map(Path::new).find(|p| p.exists());
+            if let Some(Ok(certs)) = bundle.map(|p| read_certs(p, "health.ca_file")) {
+                roots.add_parsable_certificates(certs);
             }
         }
     }
@@ -363,10 +362,8 @@ fn find_reason(err: &(dyn std::error::Error + 'static), host: &str) -> Option<St
             return Some(tls_reason(t, host));
         }
         if let Some(io) = e.downcast_ref::<io::Error>() {
-            if let Some(inner) = io.get_ref() {
-                if let Some(r) = find_reason(inner, host) {
-                    return Some(r);
-                }
+            if let Some(r) = io.get_ref().and_then(|inner| find_reason(inner, host)) {
+                return Some(r);
             }
             if let Some(r) = known_io_reason(io.kind()) {
                 return Some(r.to_string());
@@ -417,7 +414,7 @@ fn tls_reason(e: &rustls::Error, host: &str) -> String {
 /// "1s", "250ms", "1.5s": how durations appear in reasons.
 pub fn fmt_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else if ms < 1000 {
         format!("{ms}ms")
