@@ -93,11 +93,10 @@ pub fn resolve(snap: &Snapshot, raw: &[u8], transport: Transport) -> Option<Repl
         return Some(error(meta, ResponseCode::FormErr, msg.queries.first().cloned(), edns, limit));
     }
     let q = msg.queries[0].clone();
-    if let Some(e) = &msg.edns {
-        if e.version() > 0 {
+    if let Some(e) = &msg.edns
+        && e.version() > 0 {
             return Some(error(meta, ResponseCode::BADVERS, Some(q), edns, limit));
         }
-    }
     if meta.op_code != OpCode::Query {
         return Some(error(meta, ResponseCode::NotImp, Some(q), edns, limit));
     }

@@ -151,11 +151,10 @@ impl Publisher {
             return core.serial;
         }
         let serial = next_serial(Some(core.serial), SystemTime::now());
-        if let Some(s) = &core.state {
-            if let Err(e) = s.store_serial(serial) {
+        if let Some(s) = &core.state
+            && let Err(e) = s.store_serial(serial) {
                 tracing::error!(error = %e, dir = %s.path().display(), "cannot store the SOA serial; serving it anyway");
             }
-        }
         core.serial = serial;
         core.nodes = nodes.clone();
         self.snapshot.store(Arc::new(Snapshot::new(&cfg, nodes, answers, serial)));

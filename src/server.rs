@@ -157,11 +157,10 @@ fn udp_worker(sock: &std::net::UdpSocket, publisher: &Publisher, shutdown: &Canc
             continue;
         }
         let snap = publisher.snapshot();
-        if let Some(resp) = dns::answer(&snap, &buf[..n], Transport::Udp) {
-            if let Err(e) = sock.send_to(&resp, src) {
+        if let Some(resp) = dns::answer(&snap, &buf[..n], Transport::Udp)
+            && let Err(e) = sock.send_to(&resp, src) {
                 tracing::debug!(error = %e, %src, "UDP send error");
             }
-        }
     }
 }
 

@@ -143,11 +143,9 @@ fn registry_rejections_name_key_and_reason() {
 /// Writes a config + registry + zone file into a temp dir.
 fn write_setup(zone: &str, registry: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = format!(
-        "[zone]\norigin = \"puppet.example.test.\"\nfile = \"z.zone\"\nnameservers = [\"ns1\"]\n\
+    let cfg = "[zone]\norigin = \"puppet.example.test.\"\nfile = \"z.zone\"\nnameservers = [\"ns1\"]\n\
          [server]\nstate_dir = \"state\"\nregistry = \"m.toml\"\ncontrol_socket = \"c.sock\"\n\
-         [[site]]\nname = \"dc1\"\n"
-    );
+         [[site]]\nname = \"dc1\"\n".to_string();
     std::fs::write(dir.path().join("srvd.toml"), cfg).unwrap();
     std::fs::write(dir.path().join("z.zone"), zone).unwrap();
     std::fs::write(dir.path().join("m.toml"), registry).unwrap();

@@ -8,7 +8,6 @@ use std::process::Command;
 use common::*;
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, RData, RecordType};
-use srvd::registry::Role;
 
 const REGISTRY: &str = r#"
 # test estate

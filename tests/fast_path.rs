@@ -32,7 +32,7 @@ fn lower(rs: &[Record]) -> Vec<Record> {
 }
 
 fn mixed_case(s: &str, seed: usize) -> String {
-    s.chars().enumerate().map(|(i, c)| if (i + seed) % 3 == 0 { c.to_ascii_uppercase() } else { c }).collect()
+    s.chars().enumerate().map(|(i, c)| if (i + seed).is_multiple_of(3) { c.to_ascii_uppercase() } else { c }).collect()
 }
 
 #[test]

@@ -178,7 +178,8 @@ fn roles_without_masters_are_empty() {
 #[test]
 fn ca_is_single_active_in_site_order_by_default() {
     let (cfg, reg) = setup("");
-    let cases: Vec<(Vec<(&str, Role, Health)>, &str, Mode)> = vec![
+    type Case<'a> = (Vec<(&'a str, Role, Health)>, &'a str, Mode);
+    let cases: Vec<Case> = vec![
         (vec![], "ca1", Mode::Normal),
         (vec![("ca1", Role::Ca, Health::Down)], "ca2", Mode::Normal),
         (vec![("ca1", Role::Ca, Health::Down), ("ca2", Role::Ca, Health::Down)], "ca3", Mode::Normal),
