@@ -415,3 +415,28 @@ async fn stale_socket_is_replaced_live_one_is_not() {
     let _dir = d.stop().await;
     assert!(!sock.exists());
 }
+
+/// Drain and set-weight do not change how a master is checked, so its
+/// health history (since, last check) carries on.
+#[tokio::test]
+async fn drain_and_set_weight_keep_health_history() {
+    let (d, _) = estate().await;
+    let m2 = |st: &serde_json::Value| st["ok"]["masters"].as_array().unwrap().iter().find(|m| m["host"] == "m2.example.com").unwrap()["health"][0].clone();
+    // Wait until the first check has been recorded.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let before = loop {
+        let h = m2(&json(&d, &["status"]).await);
+        if !h["last_check"].is_null() {
+            break h;
+        }
+        assert!(std::time::Instant::now() < deadline, "no check recorded: {h}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    ok(&srvctl(&d, &["drain", "m2.example.com"]).await);
+    ok(&srvctl(&d, &["set-weight", "m2.example.com", "3"]).await);
+    let after = m2(&json(&d, &["status"]).await);
+    assert_eq!(after["state"], "up", "{after}");
+    assert_eq!(after["since"], before["since"], "{before} -> {after}");
+    assert!(!after["last_check"].is_null(), "last check kept: {after}");
+    d.stop().await;
+}

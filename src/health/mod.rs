@@ -169,10 +169,14 @@ async fn supervise(ctx: Arc<Ctx>, opts: Options, tracker: TaskTracker, shutdown:
                 wanted.insert((m.key(), probe), (m, roles));
             }
         }
+        // A probe keeps running (and keeps its history) when only fields
+        // that do not change the check itself changed: drained, weight, site.
         running.retain(|k, r| {
-            let keep = wanted.get(k).is_some_and(|(m, _)| **m == r.master);
+            let keep = wanted.get(k).is_some_and(|(m, _)| same_check(m, &r.master));
             if !keep {
                 r.token.cancel();
+            } else if let Some((m, _)) = wanted.get(k) {
+                r.master = (*m).clone();
             }
             keep
         });
@@ -218,6 +222,11 @@ async fn supervise(ctx: Arc<Ctx>, opts: Options, tracker: TaskTracker, shutdown:
     for (_, r) in running {
         r.token.cancel();
     }
+}
+
+/// Whether two versions of a master are checked the same way.
+fn same_check(a: &Master, b: &Master) -> bool {
+    a.host == b.host && a.port == b.port && a.addresses == b.addresses && a.check == b.check && a.roles == b.roles
 }
 
 struct ProbeSpec {
