@@ -29,7 +29,7 @@ test: deps
 	$(CARGO) test --all-targets -- --test-threads=4
 
 bench: build
-	@for b in bench/*.sh; do [ -x "$$b" ] && "$$b" || true; done
+	@set -e; for b in bench/*.sh; do echo "== $$b"; "$$b"; done
 
 check-config: build
 	./target/release/srvd --config zones/example.toml --check-config
