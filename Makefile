@@ -4,8 +4,10 @@
 
 CARGO ?= cargo
 DEB_PACKAGES := bind9-dnsutils puppet-agent ruby iproute2
+# dnsperf drives the DNS benchmark; NSD is the reference it is compared with.
+BENCH_PACKAGES := dnsperf nsd
 
-.PHONY: all build run test deps bench check-config clean
+.PHONY: all build run test deps bench-deps bench check-config clean
 
 all: build
 
@@ -15,20 +17,28 @@ build:
 run: build
 	./target/release/srvd
 
-deps:
-	@missing=""; for p in $(DEB_PACKAGES); do \
+# Installs the Debian packages of $(1) that are missing.
+define install_missing
+	@missing=""; for p in $(1); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
 	fi
+endef
+
+deps:
+	$(call install_missing,$(DEB_PACKAGES))
+
+bench-deps:
+	$(call install_missing,$(DEB_PACKAGES) $(BENCH_PACKAGES))
 
 test: deps
 	$(CARGO) build --bins
 	$(CARGO) test --all-targets -- --test-threads=4
 
-bench: build
+bench: build bench-deps
 	@set -e; for b in bench/*.sh; do echo "== $$b"; "$$b"; done
 
 check-config: build
