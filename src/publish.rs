@@ -45,8 +45,31 @@ impl Inputs {
             zonefile::check_conflicts(&statics, p, &config.zone.origin, &zone::published_names(&config))?;
         }
         check_registry_against_statics(&config, &statics, &registry)?;
+        for ns in lame_nameservers(&config, &statics, &registry) {
+            tracing::warn!(
+                nameserver = %ns,
+                "zone.nameservers: {ns} is inside the zone but has no A/AAAA record (add glue to zone.file); resolvers cannot reach it"
+            );
+        }
         Ok(Inputs { config: Arc::new(config), statics, registry })
     }
+}
+
+/// In-zone name servers without an address in the zone (lame delegation).
+pub fn lame_nameservers(config: &Config, statics: &[StaticRecord], registry: &Registry) -> Vec<hickory_proto::rr::Name> {
+    use hickory_proto::rr::RecordType;
+    config
+        .zone
+        .nameservers
+        .iter()
+        .filter(|ns| config.zone.origin.zone_of(ns))
+        .filter(|ns| {
+            let in_statics = statics.iter().any(|s| &s.record.name == *ns && matches!(s.record.record_type(), RecordType::A | RecordType::AAAA));
+            let in_registry = registry.masters.iter().any(|m| &m.host == *ns && !m.addresses.is_empty());
+            !in_statics && !in_registry
+        })
+        .cloned()
+        .collect()
 }
 
 /// An in-zone master must not also be defined in the zone file.

@@ -219,3 +219,12 @@ fn check_config_exit_codes_and_one_line_errors() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/srvd.toml: -: cannot read"));
 }
+
+#[test]
+fn in_zone_nameserver_without_glue_is_reported() {
+    let with_glue = load("ns1 IN A 127.0.0.1\n", "").unwrap();
+    assert!(srvd::publish::lame_nameservers(&with_glue.config, &with_glue.statics, &with_glue.registry).is_empty());
+    let without = load("www IN A 127.0.0.1\n", "").unwrap();
+    let lame = srvd::publish::lame_nameservers(&without.config, &without.statics, &without.registry);
+    assert_eq!(lame.iter().map(|n| n.to_string()).collect::<Vec<_>>(), vec!["ns1.puppet.example.test."]);
+}
