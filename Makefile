@@ -4,8 +4,8 @@
 
 CARGO ?= cargo
 DEB_PACKAGES := bind9-dnsutils puppet-agent ruby iproute2
-# dnsperf drives the DNS benchmark; NSD is the reference it is compared with.
-BENCH_PACKAGES := dnsperf nsd
+# dnsperf drives the DNS benchmark; NSD and gdnsd are the references it is compared with.
+BENCH_PACKAGES := dnsperf nsd gdnsd
 
 .PHONY: all build run test deps bench-deps bench check-config clean
 

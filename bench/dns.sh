@@ -1,6 +1,6 @@
 #!/bin/sh
 # DNS throughput on loopback: srvd (release build, example zone) against NSD
-# serving the same records, both measured with dnsperf. Prints queries/s.
+# and gdnsd serving the same records, all measured with dnsperf. Prints queries/s.
 #   bench/dns.sh [seconds]      (default 10 s per server)
 set -eu
 cd "$(dirname "$0")/.."
@@ -36,9 +36,8 @@ run() { # name port
 echo "DNS throughput, dnsperf, ${secs}s, 4 clients, $(nproc) cores, loopback UDP"
 run srvd $port
 
-if command -v nsd >/dev/null; then
-  # The same records, copied out of srvd with dig, served by NSD.
-  { dig +noall +answer -p $port @127.0.0.1 $o SOA
+# The same records, copied out of srvd with dig, for the reference servers.
+{ dig +noall +answer -p $port @127.0.0.1 $o SOA
     for q in $(awk '{print $1 "/" $2}' "$tmp/queries"); do
       dig +noall +answer -p $port @127.0.0.1 "${q%/*}" "${q#*/}"
     done
@@ -46,7 +45,10 @@ if command -v nsd >/dev/null; then
       dig +noall +answer -p $port @127.0.0.1 $h.$o A; dig +noall +answer -p $port @127.0.0.1 $h.$o AAAA
     done
     dig +noall +answer -p $port @127.0.0.1 $o TXT
-  } | sort -u > "$tmp/nsd.zone"
+} | sort -u > "$tmp/ref.zone"
+
+if command -v nsd >/dev/null; then
+  cp "$tmp/ref.zone" "$tmp/nsd.zone"
   nport=25354
   cat > "$tmp/nsd.conf" <<CONF
 server:
@@ -71,4 +73,20 @@ CONF
   for i in $(seq 50); do dig +short +time=1 -p $nport @127.0.0.1 $o SOA >/dev/null 2>&1 && break; sleep 0.1; done
   run nsd $nport
   grep -iE "error|warn" "$tmp/nsd.log" | head -5 || true
+fi
+
+if command -v gdnsd >/dev/null; then
+  gport=25355
+  mkdir -p "$tmp/gdnsd/zones"
+  cp "$tmp/ref.zone" "$tmp/gdnsd/zones/$o"
+  cat > "$tmp/gdnsd/config" <<CONF
+options => {
+  listen => [ 127.0.0.1:$gport ]
+  run_dir => $tmp/gdnsd/run
+  state_dir => $tmp/gdnsd/state
+}
+CONF
+  gdnsd -c "$tmp/gdnsd" start >"$tmp/gdnsd.log" 2>&1 & pids="$pids $!"
+  for i in $(seq 50); do dig +short +time=1 -p $gport @127.0.0.1 $o SOA >/dev/null 2>&1 && break; sleep 0.1; done
+  run gdnsd $gport
 fi
