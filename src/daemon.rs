@@ -137,3 +137,19 @@ pub fn example_config() -> Result<Config, ConfigError> {
     }
     Config::parse(EXAMPLE_CONFIG, &path, &dir)
 }
+
+/// Raises the soft limit on open files to the hard limit: every https
+/// master keeps a connection open, and DNS over TCP needs sockets too, so
+/// the common soft default of 1024 is too low for a large estate.
+pub fn raise_fd_limit() {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            let wanted = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) != 0 {
+                tracing::warn!(soft = lim.rlim_cur, hard = lim.rlim_max, "cannot raise the open-files limit");
+            }
+        }
+    }
+}

@@ -46,6 +46,7 @@ fn main() -> ExitCode {
             }
         };
     }
+    srvd::daemon::raise_fd_limit();
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
     match rt.block_on(run(config)) {
         Ok(()) => ExitCode::SUCCESS,
