@@ -10,6 +10,8 @@
 //!                                              │ ArcSwap
 //!                                              v
 //!                        server (UDP loop, TCP via hickory-server) -> dns::answer
+//!                              │                     └─ AXFR to secondaries (xfr, tsig)
+//!                              └─ serial watch -> notify (NOTIFY to secondaries)
 //! ```
 //!
 //! Every change of an input (registry edit, health transition, reload)
