@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hickory_proto::rr::Name;
+use hickory_proto::rr::rdata::tsig::TsigAlgorithm;
 use serde::Deserialize;
 
 use crate::names::{self, parse_duration};
@@ -48,6 +49,10 @@ struct RawConfig {
     policy: RawPolicy,
     #[serde(default)]
     site: Vec<RawSite>,
+    #[serde(default)]
+    tsig_key: Vec<RawTsigKey>,
+    #[serde(default)]
+    secondary: Vec<RawSecondary>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -124,6 +129,30 @@ struct RawSite {
     /// Sites to fail over to, in order, before all other sites.
     #[serde(default)]
     failover: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTsigKey {
+    /// Key name as the secondary knows it (BIND `key "NAME"`), a DNS name.
+    name: String,
+    /// HMAC algorithm: "hmac-sha256" (default), "hmac-sha384" or "hmac-sha512".
+    algorithm: Option<String>,
+    /// The shared secret, base64 (what `tsig-keygen` prints).
+    secret: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSecondary {
+    /// "ip" or "ip:port": transfers are allowed from this IP; NOTIFY goes to
+    /// this address (port 53 when not given).
+    address: String,
+    /// Name of a [[tsig_key]] the secondary must sign transfers with (and
+    /// NOTIFY is signed with). Without it the IP alone authorises transfers.
+    key: Option<String>,
+    /// Send NOTIFY to this secondary on every change (default true).
+    notify: Option<bool>,
 }
 
 // ---------------------------------------------------------------------------
@@ -218,6 +247,44 @@ pub struct Site {
     pub failover: Vec<String>,
 }
 
+/// A shared TSIG secret. Its `Debug` does not print the secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub Vec<u8>);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Secret({} bytes)", self.0.len())
+    }
+}
+
+/// A TSIG key (RFC 8945) shared with secondaries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TsigKey {
+    pub name: Name,
+    pub algorithm: TsigAlgorithm,
+    pub secret: Secret,
+}
+
+/// A secondary name server that may transfer the zone and gets NOTIFY.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Secondary {
+    /// Where NOTIFY goes; transfers are allowed from `address.ip()`.
+    pub address: SocketAddr,
+    /// The key it must sign transfer requests with (a [`TsigKey::name`]).
+    pub key: Option<Name>,
+    pub notify: bool,
+}
+
+/// The TSIG algorithms srvd signs and verifies with (config spelling).
+pub const TSIG_ALGORITHMS: [(&str, TsigAlgorithm); 3] = [
+    ("hmac-sha256", TsigAlgorithm::HmacSha256),
+    ("hmac-sha384", TsigAlgorithm::HmacSha384),
+    ("hmac-sha512", TsigAlgorithm::HmacSha512),
+];
+
+/// Shortest TSIG secret accepted, in bytes (`tsig-keygen` makes 32).
+pub const MIN_TSIG_SECRET: usize = 16;
+
 /// The validated configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -228,6 +295,10 @@ pub struct Config {
     pub health: HealthConfig,
     pub policy: PolicyConfig,
     pub sites: Vec<Site>,
+    /// TSIG keys for zone transfers and NOTIFY.
+    pub tsig_keys: Vec<TsigKey>,
+    /// Secondaries allowed to transfer the zone (and notified of changes).
+    pub secondaries: Vec<Secondary>,
 }
 
 impl Config {
@@ -487,6 +558,8 @@ fn validate(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, ConfigEr
         ));
     }
 
+    let (tsig_keys, secondaries) = validate_xfr(raw.tsig_key, raw.secondary, file)?;
+
     Ok(Config {
         path: file.to_path_buf(),
         zone: ZoneConfig { origin, file: zone_file, ttl, negative_ttl, nameservers, hostmaster },
@@ -494,5 +567,61 @@ fn validate(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, ConfigEr
         health,
         policy,
         sites,
+        tsig_keys,
+        secondaries,
     })
+}
+
+/// `[[tsig_key]]` and `[[secondary]]`: zone transfers and NOTIFY.
+fn validate_xfr(raw_keys: Vec<RawTsigKey>, raw_secondaries: Vec<RawSecondary>, file: &Path) -> Result<(Vec<TsigKey>, Vec<Secondary>), ConfigError> {
+    let err = |key: String, reason: String| ConfigError::new(file, key, reason);
+    let mut keys: Vec<TsigKey> = Vec::new();
+    for (i, k) in raw_keys.into_iter().enumerate() {
+        let name = names::parse_absolute(&k.name).map_err(|r| err(format!("tsig_key[{i}].name"), format!("{:?}: {r}", k.name)))?;
+        if keys.iter().any(|o| o.name == name) {
+            return Err(err(format!("tsig_key[{i}].name"), format!("duplicate key {:?}", k.name)));
+        }
+        let alg_text = k.algorithm.unwrap_or_else(|| "hmac-sha256".into());
+        let algorithm = TSIG_ALGORITHMS
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(alg_text.trim_end_matches('.')))
+            .map(|(_, a)| a.clone())
+            .ok_or_else(|| err(format!("tsig_key[{i}].algorithm"), format!("{alg_text:?} is not one of hmac-sha256, hmac-sha384, hmac-sha512")))?;
+        let secret = data_encoding::BASE64
+            .decode(k.secret.trim().as_bytes())
+            .map_err(|e| err(format!("tsig_key[{i}].secret"), format!("not base64: {e}")))?;
+        if secret.len() < MIN_TSIG_SECRET {
+            return Err(err(
+                format!("tsig_key[{i}].secret"),
+                format!("{} bytes is too short; use at least {MIN_TSIG_SECRET} (tsig-keygen makes 32)", secret.len()),
+            ));
+        }
+        keys.push(TsigKey { name, algorithm, secret: Secret(secret) });
+    }
+    let mut secondaries: Vec<Secondary> = Vec::new();
+    for (i, s) in raw_secondaries.into_iter().enumerate() {
+        let a = s.address.trim();
+        let address = a
+            .parse::<SocketAddr>()
+            .or_else(|_| a.parse::<std::net::IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+            .map_err(|_| err(format!("secondary[{i}].address"), format!("{:?} is not \"ip\" or \"ip:port\"", s.address)))?;
+        if address.port() == 0 {
+            return Err(err(format!("secondary[{i}].address"), format!("{:?}: port 0", s.address)));
+        }
+        if secondaries.iter().any(|o| o.address == address) {
+            return Err(err(format!("secondary[{i}].address"), format!("{:?} listed twice", s.address)));
+        }
+        let key = match s.key {
+            None => None,
+            Some(k) => {
+                let name = names::parse_absolute(&k).map_err(|r| err(format!("secondary[{i}].key"), format!("{k:?}: {r}")))?;
+                if !keys.iter().any(|o| o.name == name) {
+                    return Err(err(format!("secondary[{i}].key"), format!("unknown tsig_key {k:?}")));
+                }
+                Some(name)
+            }
+        };
+        secondaries.push(Secondary { address, key, notify: s.notify.unwrap_or(true) });
+    }
+    Ok((keys, secondaries))
 }

@@ -96,6 +96,7 @@ pub async fn start_with(
     control::server::spawn(control_socket, control.clone(), &tracker, shutdown.clone());
     let dns_addrs = sockets.local_addrs();
     server::spawn(sockets, publisher.clone(), &tracker, shutdown.clone());
+    crate::notify::spawn(publisher.clone(), dns_addrs.clone(), &tracker, shutdown.clone());
     tracing::info!(zone = %cfg.zone.origin, serial = publisher.snapshot().serial, addrs = ?dns_addrs, "serving");
     Ok(Running { publisher, dns_addrs, shutdown, control, health: health_board, tracker })
 }

@@ -6,9 +6,12 @@
 //! the UDP path, the TCP path and tests share one implementation.
 
 use hickory_proto::op::{Edns, Message, MessageType, Metadata, OpCode, Query, ResponseCode};
-use hickory_proto::rr::{DNSClass, LowerName, RData, Record, RecordType};
+use std::net::IpAddr;
+
+use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 
+use crate::tsig;
 use crate::zone::Snapshot;
 
 /// UDP payload srvd advertises and never exceeds (DNS flag day 2020).
@@ -33,15 +36,25 @@ pub struct Reply {
     pub edns: Option<Edns>,
     /// Size limit of the whole message.
     pub limit: usize,
+    /// Signs the response when the request carried a TSIG (RFC 8945).
+    pub tsig: Option<crate::tsig::ResponseSigner>,
+    /// An allowed zone transfer over TCP: the caller sends the zone
+    /// ([`crate::xfr::messages`]) with this reply's header and signer.
+    pub transfer: bool,
 }
 
 /// Answers one raw query. `None` means: send nothing (not a query, or too
 /// broken to say anything about).
 pub fn answer(snap: &Snapshot, query: &[u8], transport: Transport) -> Option<Vec<u8>> {
+    answer_from(snap, query, transport, None)
+}
+
+/// Like [`answer`], for a client at `src` (which decides zone transfers).
+pub fn answer_from(snap: &Snapshot, query: &[u8], transport: Transport, src: Option<IpAddr>) -> Option<Vec<u8>> {
     if let Some(bytes) = snap.fast.answer(query, transport) {
         return Some(bytes);
     }
-    let reply = resolve(snap, query, transport)?;
+    let reply = resolve_from(snap, query, transport, src)?;
     Some(encode(&reply))
 }
 
@@ -74,43 +87,70 @@ fn response_edns(req: &Edns) -> Edns {
     e
 }
 
-/// Works out the response to one raw query.
+/// Works out the response to one raw query from an unknown client (no
+/// zone transfers).
 pub fn resolve(snap: &Snapshot, raw: &[u8], transport: Transport) -> Option<Reply> {
+    resolve_from(snap, raw, transport, None)
+}
+
+/// Works out the response to one raw query from `src`.
+pub fn resolve_from(snap: &Snapshot, raw: &[u8], transport: Transport, src: Option<IpAddr>) -> Option<Reply> {
     let meta = header_metadata(raw)?;
     let msg = match Message::from_vec(raw) {
         Ok(m) => m,
         Err(_) => return Some(error(meta, ResponseCode::FormErr, None, None, 512)),
     };
-    let edns = msg.edns.as_ref().map(response_edns);
-    let limit = match transport {
+    let (key, signer) = match tsig::check(&snap.xfr.keys, raw, &msg, tsig::now()) {
+        tsig::Check::Unsigned => (None, None),
+        tsig::Check::Valid { key, signer } => (Some(key), Some(signer)),
+        tsig::Check::Failed { error: e, signer } => {
+            let key = msg.signature.as_ref().map(|s| s.name.to_string()).unwrap_or_default();
+            tracing::info!(src = ?src, key, error = ?e, "TSIG check failed; answering NOTAUTH");
+            let mut r = error(meta, ResponseCode::NotAuth, msg.queries.first().cloned(), None, limit_of(&msg, transport));
+            r.tsig = Some(signer);
+            return Some(r);
+        }
+    };
+    let mut reply = resolve_msg(snap, meta, &msg, transport, src, key.as_ref());
+    reply.tsig = signer;
+    Some(reply)
+}
+
+fn limit_of(msg: &Message, transport: Transport) -> usize {
+    match transport {
         Transport::Tcp => u16::MAX as usize,
         Transport::Udp => match &msg.edns {
             Some(e) => e.max_payload().clamp(512, MAX_UDP_PAYLOAD) as usize,
             None => 512,
         },
-    };
+    }
+}
+
+fn resolve_msg(snap: &Snapshot, meta: Metadata, msg: &Message, transport: Transport, src: Option<IpAddr>, key: Option<&Name>) -> Reply {
+    let edns = msg.edns.as_ref().map(response_edns);
+    let limit = limit_of(msg, transport);
     if msg.queries.len() != 1 {
-        return Some(error(meta, ResponseCode::FormErr, msg.queries.first().cloned(), edns, limit));
+        return error(meta, ResponseCode::FormErr, msg.queries.first().cloned(), edns, limit);
     }
     let q = msg.queries[0].clone();
     if let Some(e) = &msg.edns
         && e.version() > 0 {
-            return Some(error(meta, ResponseCode::BADVERS, Some(q), edns, limit));
+            return error(meta, ResponseCode::BADVERS, Some(q), edns, limit);
         }
     if meta.op_code != OpCode::Query {
-        return Some(error(meta, ResponseCode::NotImp, Some(q), edns, limit));
+        return error(meta, ResponseCode::NotImp, Some(q), edns, limit);
     }
-    if !msg.answers.is_empty() || !msg.authorities.is_empty() {
-        return Some(error(meta, ResponseCode::FormErr, Some(q), edns, limit));
+    // IXFR carries the client's SOA in the authority section (RFC 1995).
+    if !msg.answers.is_empty() || (!msg.authorities.is_empty() && q.query_type() != RecordType::IXFR) {
+        return error(meta, ResponseCode::FormErr, Some(q), edns, limit);
     }
     let qname = LowerName::new(q.name());
     if q.query_class() != DNSClass::IN || !snap.origin_lower.zone_of(&qname) {
-        return Some(error(meta, ResponseCode::Refused, Some(q), edns, limit));
+        return error(meta, ResponseCode::Refused, Some(q), edns, limit);
     }
     let qtype = q.query_type();
     if matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
-        // Zone transfers are served only to configured secondaries (see xfr).
-        return Some(error(meta, ResponseCode::Refused, Some(q), edns, limit));
+        return transfer(snap, meta, q, edns, limit, transport, src, key);
     }
 
     let mut m = meta;
@@ -121,7 +161,7 @@ pub fn resolve(snap: &Snapshot, raw: &[u8], transport: Transport) -> Option<Repl
         m.response_code = ResponseCode::NXDomain;
         reply.authority.push(snap.negative_soa.clone());
         reply.metadata = Some(m);
-        return Some(reply);
+        return reply;
     };
     let is_apex = qname == snap.origin_lower;
 
@@ -150,7 +190,36 @@ pub fn resolve(snap: &Snapshot, raw: &[u8], transport: Transport) -> Option<Repl
         add_additional(snap, &mut reply);
     }
     reply.metadata = Some(m);
-    Some(reply)
+    reply
+}
+
+/// AXFR/IXFR: only over TCP and only for a listed secondary (with its key).
+/// Over UDP, AXFR is a format error (RFC 5936 §4.2) and an allowed IXFR
+/// gets the current SOA alone, which tells the client to use TCP (RFC 1995 §2).
+#[allow(clippy::too_many_arguments)]
+fn transfer(snap: &Snapshot, meta: Metadata, q: Query, edns: Option<Edns>, limit: usize, transport: Transport, src: Option<IpAddr>, key: Option<&Name>) -> Reply {
+    let qtype = q.query_type();
+    if transport == Transport::Udp && qtype == RecordType::AXFR {
+        return error(meta, ResponseCode::FormErr, Some(q), edns, limit);
+    }
+    if q.name() != &snap.origin {
+        return error(meta, ResponseCode::NotAuth, Some(q), edns, limit);
+    }
+    if !src.is_some_and(|ip| snap.xfr.may_transfer(ip, key)) {
+        tracing::info!(src = ?src, key = ?key.map(|k| k.to_string()), %qtype, "zone transfer refused: not a listed secondary (or not with its key)");
+        return error(meta, ResponseCode::Refused, Some(q), edns, limit);
+    }
+    let mut m = meta;
+    m.authoritative = true;
+    let mut reply = Reply { metadata: Some(m), query: Some(q), edns, limit, ..Default::default() };
+    match transport {
+        Transport::Tcp => {
+            tracing::info!(src = ?src, key = ?key.map(|k| k.to_string()), %qtype, serial = snap.serial, "zone transfer");
+            reply.transfer = true;
+        }
+        Transport::Udp => reply.answers.push(snap.soa.clone()),
+    }
+    reply
 }
 
 /// A/AAAA of in-zone SRV targets and NS names, when the zone has them.
@@ -189,10 +258,12 @@ const OPT_LEN: usize = 11;
 /// Encodes a reply within its size limit. If the answer or authority section
 /// does not fit, the response carries only the question and TC; additional
 /// records that do not fit are left out without TC (RFC 2181 §9).
+/// A TSIG-signed reply gets its signature appended, within the limit.
 pub fn encode(reply: &Reply) -> Vec<u8> {
     let meta = reply.metadata.expect("reply has metadata");
-    let room = reply.limit - if reply.edns.is_some() { OPT_LEN } else { 0 };
-    match try_encode(reply, meta, room, true) {
+    let tsig_room = reply.tsig.as_ref().map_or(0, |t| t.max_len());
+    let room = reply.limit - if reply.edns.is_some() { OPT_LEN } else { 0 } - tsig_room;
+    let mut bytes = match try_encode(reply, meta, room, true) {
         Some(b) => b,
         None => {
             let mut m = meta;
@@ -200,7 +271,11 @@ pub fn encode(reply: &Reply) -> Vec<u8> {
             let r = Reply { metadata: Some(m), query: reply.query.clone(), edns: reply.edns.clone(), limit: reply.limit, ..Default::default() };
             try_encode(&r, m, room, false).expect("a header and one question always fit")
         }
+    };
+    if let Some(t) = &reply.tsig {
+        t.clone().append(&mut bytes);
     }
+    bytes
 }
 
 fn try_encode(reply: &Reply, meta: Metadata, room: usize, with_records: bool) -> Option<Vec<u8>> {
@@ -232,7 +307,7 @@ fn try_encode(reply: &Reply, meta: Metadata, room: usize, with_records: bool) ->
         };
     }
     if let Some(e) = &reply.edns {
-        enc.set_max_size(reply.limit as u16);
+        enc.set_max_size((room + OPT_LEN) as u16);
         let mut e = e.clone();
         e.set_rcode_high(meta.response_code.high());
         Record::from(&e).emit(&mut enc).ok()?;

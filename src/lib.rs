@@ -10,6 +10,8 @@
 //!                                              │ ArcSwap
 //!                                              v
 //!                        server (UDP loop, TCP via hickory-server) -> dns::answer
+//!                              │                     └─ AXFR to secondaries (xfr, tsig)
+//!                              └─ serial watch -> notify (NOTIFY to secondaries)
 //! ```
 //!
 //! Every change of an input (registry edit, health transition, reload)
@@ -25,6 +27,7 @@ pub mod fast;
 pub mod fsutil;
 pub mod health;
 pub mod names;
+pub mod notify;
 pub mod policy;
 pub mod publish;
 pub mod regedit;
@@ -32,5 +35,7 @@ pub mod registry;
 pub mod server;
 pub mod state;
 pub mod tls;
+pub mod tsig;
+pub mod xfr;
 pub mod zone;
 pub mod zonefile;

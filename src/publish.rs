@@ -167,8 +167,9 @@ impl Publisher {
         let cur = self.snapshot.load();
         let config_changed = cur.soa != zone::soa_record(&cfg, cur.serial);
         if nodes == core.nodes && !config_changed {
-            if cur.answers != answers {
-                // Same records, different explanation (e.g. a pending master): keep the serial.
+            if cur.answers != answers || *cur.xfr != crate::xfr::Access::from_config(&cfg) {
+                // Same records, different explanation (e.g. a pending master)
+                // or other transfer settings: keep the serial.
                 self.snapshot.store(Arc::new(Snapshot::new(&cfg, nodes, answers, core.serial)));
             }
             return core.serial;

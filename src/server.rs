@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_server::net::runtime::Time;
-use hickory_server::proto::op::{Header, HeaderCounts, Metadata, MessageType, OpCode, ResponseCode};
+use hickory_server::proto::op::{Edns, Header, HeaderCounts, Metadata, MessageType, OpCode, ResponseCode};
+use hickory_server::proto::rr::Record;
+use hickory_server::proto::serialize::binary::BinEncoder;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
 use hickory_server::Server;
@@ -21,6 +23,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::dns::{self, Transport};
 use crate::publish::Publisher;
+use crate::tsig::ResponseSigner;
+use crate::xfr;
 
 /// Sockets the DNS side serves on: bound by the caller (port 0 in tests).
 pub struct DnsSockets {
@@ -157,7 +161,7 @@ fn udp_worker(sock: &std::net::UdpSocket, publisher: &Publisher, shutdown: &Canc
             continue;
         }
         let snap = publisher.snapshot();
-        if let Some(resp) = dns::answer(&snap, &buf[..n], Transport::Udp)
+        if let Some(resp) = dns::answer_from(&snap, &buf[..n], Transport::Udp, Some(src.ip()))
             && let Err(e) = sock.send_to(&resp, src) {
                 tracing::debug!(error = %e, %src, "UDP send error");
             }
@@ -177,22 +181,26 @@ impl RequestHandler for TcpHandler {
             m.response_code = ResponseCode::ServFail;
             ResponseInfo::from(Header { metadata: m, counts: HeaderCounts::default() })
         };
-        let Some(reply) = dns::resolve(&snap, request.as_slice(), Transport::Tcp) else {
+        let Some(mut reply) = dns::resolve_from(&snap, request.as_slice(), Transport::Tcp, Some(request.src().ip())) else {
             return fallback();
         };
         let Some(metadata) = reply.metadata else { return fallback() };
-        let mut builder = MessageResponseBuilder::new(&request.queries, None);
-        if let Some(e) = &reply.edns {
-            builder.edns(e);
-        }
-        let resp = builder.build(
-            metadata,
-            reply.answers.iter(),
-            reply.authority.iter(),
-            iter::empty(),
-            reply.additional.iter(),
-        );
-        match response_handle.send_response(resp).await {
+        let edns = reply.edns.clone();
+        let sent = if reply.transfer {
+            // AXFR (and IXFR answered as AXFR): SOA, the zone, SOA, in as
+            // many messages as needed, each signed when the request was.
+            let mut last = Ok(fallback());
+            for chunk in xfr::messages(&snap, xfr::MESSAGE_BUDGET) {
+                last = send(&mut response_handle, request, metadata, edns.as_ref(), &chunk, &[], &[], reply.tsig.as_mut()).await;
+                if last.is_err() {
+                    break;
+                }
+            }
+            last
+        } else {
+            send(&mut response_handle, request, metadata, edns.as_ref(), &reply.answers, &reply.authority, &reply.additional, reply.tsig.as_mut()).await
+        };
+        match sent {
             Ok(info) => info,
             Err(e) => {
                 tracing::debug!(error = %e, "TCP send error");
@@ -200,4 +208,34 @@ impl RequestHandler for TcpHandler {
             }
         }
     }
+}
+
+/// Sends one response message; with a signer, the message is encoded once
+/// to compute its TSIG (hickory encodes it again, identically, with the
+/// TSIG appended).
+#[allow(clippy::too_many_arguments)]
+async fn send<R: ResponseHandler>(
+    handle: &mut R,
+    request: &Request,
+    metadata: Metadata,
+    edns: Option<&Edns>,
+    answers: &[Record],
+    authority: &[Record],
+    additional: &[Record],
+    signer: Option<&mut ResponseSigner>,
+) -> Result<ResponseInfo, String> {
+    let build = || {
+        let mut b = MessageResponseBuilder::new(&request.queries, None);
+        if let Some(e) = edns {
+            b.edns(e);
+        }
+        b.build(metadata, answers.iter(), authority.iter(), iter::empty(), additional.iter())
+    };
+    let mut resp = build();
+    if let Some(s) = signer {
+        let mut bytes = Vec::with_capacity(4096);
+        build().destructive_emit(&mut BinEncoder::new(&mut bytes)).map_err(|e| e.to_string())?;
+        resp.set_signature(Box::new(s.sign(&bytes)));
+    }
+    handle.send_response(resp).await.map_err(|e| e.to_string())
 }

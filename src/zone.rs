@@ -54,6 +54,8 @@ pub struct Snapshot {
     pub answers: Vec<RoleAnswer>,
     /// Pre-encoded responses for the common queries.
     pub fast: crate::fast::FastZone,
+    /// Who may transfer the zone, with which keys (from the config).
+    pub xfr: std::sync::Arc<crate::xfr::Access>,
 }
 
 /// Builds the node map (all data but the SOA) from config, static records,
@@ -163,6 +165,7 @@ impl Snapshot {
             negative_soa,
             nodes,
             answers,
+            xfr: std::sync::Arc::new(crate::xfr::Access::from_config(config)),
         };
         snap.fast = crate::fast::FastZone::build(&snap);
         snap

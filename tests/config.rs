@@ -116,6 +116,17 @@ fn config_rejections_name_key_and_reason() {
     assert_err(parse(&format!("{base}[policy]\nlocal_priority = -1\n{site}")), f, "policy.local_priority", "");
     assert_err(parse(&format!("{base}[zone.extra]\n{site}")), f, "zone", "unknown field `extra`");
     assert_err(parse(&format!("[zone]\norigin = \"p.example.com.\"\nttl = 100000\n{site}")), f, "zone.ttl", "more than a day");
+    let key = "[[tsig_key]]\nname = \"xfr.example.com\"\nsecret = \"yRPr8kRpp4nhc/MCU0Pk0WT4v15pZCrzppCBDmERLoY=\"\n";
+    assert!(parse(&format!("{base}{site}{key}[[secondary]]\naddress = \"192.0.2.1\"\nkey = \"xfr.example.com\"\n")).is_ok());
+    assert_err(parse(&format!("{base}{site}{}", key.replace("hmac", "x").replace("secret =", "algorithm = \"hmac-md5\"\nsecret ="))), f, "tsig_key[0].algorithm", "not one of hmac-sha256");
+    assert_err(parse(&format!("{base}{site}{}", key.replace("yRPr", "!!!!"))), f, "tsig_key[0].secret", "not base64");
+    assert_err(parse(&format!("{base}{site}{}", key.replace("yRPr8kRpp4nhc/MCU0Pk0WT4v15pZCrzppCBDmERLoY=", "c2hvcnQ="))), f, "tsig_key[0].secret", "too short");
+    assert_err(parse(&format!("{base}{site}{key}{key}")), f, "tsig_key[1].name", "duplicate key");
+    assert_err(parse(&format!("{base}{site}{}", key.replace("xfr.example.com", "bad..name"))), f, "tsig_key[0].name", "empty label");
+    assert_err(parse(&format!("{base}{site}{key}[[secondary]]\naddress = \"ns2.example.com\"\n")), f, "secondary[0].address", "is not \"ip\" or \"ip:port\"");
+    assert_err(parse(&format!("{base}{site}{key}[[secondary]]\naddress = \"192.0.2.1\"\nkey = \"other.example.com\"\n")), f, "secondary[0].key", "unknown tsig_key");
+    assert_err(parse(&format!("{base}{site}[[secondary]]\naddress = \"192.0.2.1\"\n[[secondary]]\naddress = \"192.0.2.1:53\"\n")), f, "secondary[1].address", "listed twice");
+    assert_err(parse(&format!("{base}{site}[[secondary]]\naddress = \"192.0.2.1\"\nnotify = \"yes\"\n")), f, "secondary[0].notify", "");
 }
 
 #[test]

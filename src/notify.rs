@@ -1,0 +1,134 @@
+//! NOTIFY (RFC 1996): on every new serial, tell each `[[secondary]]` with
+//! `notify = true` that the zone changed, so it refreshes now instead of
+//! after the SOA refresh interval.
+//!
+//! One task watches the serial; each new serial starts one round, one task
+//! per secondary, which retries with backoff (1 s, 2 s, 4 s … at most 60 s)
+//! until the secondary answers NOERROR or the next serial supersedes the
+//! round. Publication never waits for any of this.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::{DNSClass, RecordType};
+use tokio::net::UdpSocket;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Secondary, TsigKey};
+use crate::publish::Publisher;
+use crate::tsig;
+use crate::zone::Snapshot;
+
+/// Wait for the first answer; doubled after every unanswered attempt.
+pub const FIRST_TIMEOUT: Duration = Duration::from_secs(1);
+/// Longest wait between attempts.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Starts the notifier. `listen` are srvd's DNS addresses: NOTIFY is sent
+/// from the first one of the secondary's address family (secondaries accept
+/// NOTIFY from their primary's address), unless it is a wildcard.
+pub fn spawn(publisher: Arc<Publisher>, listen: Vec<SocketAddr>, tracker: &TaskTracker, shutdown: CancellationToken) {
+    let tasks = tracker.clone();
+    tracker.spawn(async move {
+        let mut serial = publisher.subscribe();
+        serial.mark_changed(); // notify at start too: the serial is new
+        let mut round = shutdown.child_token();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                changed = serial.changed() => if changed.is_err() { break },
+            }
+            let snap = publisher.snapshot();
+            round.cancel();
+            round = shutdown.child_token();
+            for sec in snap.xfr.secondaries.iter().filter(|s| s.notify) {
+                let key = sec.key.as_ref().and_then(|k| snap.xfr.keys.iter().find(|t| &t.name == k)).cloned();
+                let source = source_for(&listen, sec.address);
+                tasks.spawn(notify_until_acked(snap.clone(), sec.clone(), key, source, round.clone()));
+            }
+        }
+        round.cancel();
+    });
+}
+
+fn source_for(listen: &[SocketAddr], target: SocketAddr) -> SocketAddr {
+    let ip = listen
+        .iter()
+        .map(|a| a.ip())
+        .find(|ip| ip.is_ipv4() == target.is_ipv4() && !ip.is_unspecified())
+        .unwrap_or(if target.is_ipv4() { IpAddr::V4(Ipv4Addr::UNSPECIFIED) } else { IpAddr::V6(Ipv6Addr::UNSPECIFIED) });
+    SocketAddr::new(ip, 0)
+}
+
+async fn notify_until_acked(snap: Arc<Snapshot>, sec: Secondary, key: Option<TsigKey>, source: SocketAddr, stop: CancellationToken) {
+    let mut wait = FIRST_TIMEOUT;
+    for attempt in 1u32.. {
+        let next = tokio::time::Instant::now() + wait;
+        let outcome = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = notify_once(&snap, sec.address, key.as_ref(), source, wait) => r,
+        };
+        match outcome {
+            Ok(()) => {
+                tracing::info!(secondary = %sec.address, serial = snap.serial, attempt, "NOTIFY acknowledged");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(secondary = %sec.address, serial = snap.serial, attempt, error = %e, retry_in = ?wait, "NOTIFY failed");
+            }
+        }
+        // A timeout has used up the wait already; a fast failure (refused,
+        // unreachable) waits the rest of it.
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep_until(next) => {}
+        }
+        wait = (wait * 2).min(MAX_TIMEOUT);
+    }
+}
+
+/// Sends one NOTIFY and waits up to `wait` for its answer.
+pub async fn notify_once(snap: &Snapshot, target: SocketAddr, key: Option<&TsigKey>, source: SocketAddr, wait: Duration) -> Result<(), String> {
+    let id: u16 = rand::random();
+    let mut msg = Message::new(id, MessageType::Query, OpCode::Notify);
+    msg.metadata.authoritative = true;
+    let mut q = Query::query(snap.origin.clone(), RecordType::SOA);
+    q.set_query_class(DNSClass::IN);
+    msg.add_query(q);
+    msg.add_answer(snap.soa.clone());
+    let (bytes, request_mac) = match key {
+        Some(k) => {
+            let (b, mac) = tsig::sign_request(k, &mut msg, tsig::now()).map_err(|e| format!("cannot sign: {e}"))?;
+            (b, Some(mac))
+        }
+        None => (msg.to_vec().map_err(|e| format!("cannot encode: {e}"))?, None),
+    };
+    let sock = UdpSocket::bind(source).await.map_err(|e| format!("cannot bind {source}: {e}"))?;
+    sock.send_to(&bytes, target).await.map_err(|e| format!("cannot send: {e}"))?;
+    let mut buf = vec![0u8; 4096];
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let (n, from) = match tokio::time::timeout_at(deadline, sock.recv_from(&mut buf)).await {
+            Err(_) => return Err(format!("no answer within {wait:?}")),
+            Ok(Err(e)) => return Err(format!("receive: {e}")),
+            Ok(Ok(x)) => x,
+        };
+        if from != target {
+            continue;
+        }
+        let Ok(resp) = Message::from_vec(&buf[..n]) else { continue };
+        if resp.metadata.id != id || resp.metadata.message_type != MessageType::Response || resp.metadata.op_code != OpCode::Notify {
+            continue;
+        }
+        if resp.metadata.response_code != ResponseCode::NoError {
+            return Err(format!("answered {}", resp.metadata.response_code));
+        }
+        if let (Some(k), Some(mac)) = (key, &request_mac) {
+            tsig::verify_response(k, &buf[..n], mac, tsig::now()).map_err(|e| format!("bad TSIG on the answer: {e}"))?;
+        }
+        return Ok(());
+    }
+}
