@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use hickory_proto::rr::rdata::{A, AAAA, NS, SOA, SRV};
+use hickory_proto::rr::rdata::{A, AAAA, NS, SOA, SRV, TXT};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 
 use crate::config::Config;
@@ -86,8 +86,14 @@ pub fn build_nodes(config: &Config, statics: &[StaticRecord], registry: &Registr
     }
     for a in answers {
         let name = srv_name(origin, a.site.as_deref(), a.role);
-        // The name exists (NODATA, not NXDOMAIN) even when it has no records.
-        nodes.entry(LowerName::new(&name)).or_default();
+        // The name exists (NODATA, not NXDOMAIN) even when it has no SRV
+        // records. A TXT placeholder gives it a record, so that secondaries,
+        // which learn names only from transferred records, answer NODATA too
+        // (an NXDOMAIN would send agents through their search list first).
+        if a.records.is_empty() {
+            let text = format!("srvd: no {} master is published here; agents fall back to _x-puppet", a.role);
+            add(&mut nodes, Record::from_rdata(name.clone(), ttl, RData::TXT(TXT::new(vec![text]))));
+        }
         for t in &a.records {
             add(&mut nodes, Record::from_rdata(
                 name.clone(),
