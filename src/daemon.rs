@@ -8,6 +8,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, ConfigError};
 use crate::control::{self, Control};
+use crate::metrics::{self, counters::DnsStats};
 use crate::policy::HealthStates;
 use crate::publish::{Inputs, Publisher};
 use crate::server::{self, DnsSockets};
@@ -19,6 +20,8 @@ pub enum DaemonError {
     Config(#[from] ConfigError),
     #[error("state_dir {dir}: {source}")]
     State { dir: String, source: std::io::Error },
+    #[error("server.metrics {addr}: cannot listen: {source}")]
+    Metrics { addr: std::net::SocketAddr, source: std::io::Error },
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -27,6 +30,8 @@ pub enum DaemonError {
 pub struct Running {
     pub publisher: Arc<Publisher>,
     pub dns_addrs: Vec<std::net::SocketAddr>,
+    /// Where `GET /metrics` is served (`server.metrics`, port 0 resolved).
+    pub metrics_addr: Option<std::net::SocketAddr>,
     pub shutdown: CancellationToken,
     /// The control socket's side (srvctl); `reload` is also what SIGHUP does.
     pub control: Arc<Control>,
@@ -82,6 +87,14 @@ pub async fn start_with(
     let health: HealthStates = stored.states_for(&inputs.registry);
     let publisher = Publisher::new(inputs, health, Some(state))
         .map_err(|e| DaemonError::State { dir: cfg.server.state_dir.display().to_string(), source: e })?;
+    // Bound before any task starts, so a taken port fails the start cleanly.
+    let metrics_listener = match cfg.server.metrics {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr).await.map_err(|source| DaemonError::Metrics { addr, source })?,
+        ),
+        None => None,
+    };
+    let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
     let tracker = TaskTracker::new();
     let factory: Arc<dyn crate::health::CheckFactory> = match checks {
         Some(f) => f,
@@ -95,10 +108,16 @@ pub async fn start_with(
     control.set_health_board(health_board.clone());
     control::server::spawn(control_socket, control.clone(), &tracker, shutdown.clone());
     let dns_addrs = sockets.local_addrs();
-    server::spawn(sockets, publisher.clone(), &tracker, shutdown.clone());
+    let dns_stats = Arc::new(DnsStats::new());
+    server::spawn(sockets, publisher.clone(), dns_stats.clone(), &tracker, shutdown.clone());
     crate::notify::spawn(publisher.clone(), dns_addrs.clone(), &tracker, shutdown.clone());
+    if let Some(listener) = metrics_listener {
+        let sources = metrics::Sources { publisher: publisher.clone(), dns: dns_stats, health: health_board.clone(), control: control.clone() };
+        metrics::http::spawn(listener, Arc::new(sources), &tracker, shutdown.clone());
+        tracing::info!(addr = ?metrics_addr, "serving metrics at /metrics");
+    }
     tracing::info!(zone = %cfg.zone.origin, serial = publisher.snapshot().serial, addrs = ?dns_addrs, "serving");
-    Ok(Running { publisher, dns_addrs, shutdown, control, health: health_board, tracker })
+    Ok(Running { publisher, dns_addrs, metrics_addr, shutdown, control, health: health_board, tracker })
 }
 
 /// Runs until `shutdown` fires; SIGHUP reloads config, zone file and

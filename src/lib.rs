@@ -14,6 +14,9 @@
 //!                              └─ serial watch -> notify (NOTIFY to secondaries)
 //! ```
 //!
+//! `metrics` reads counters kept along the way (DNS answers, checks,
+//! reloads) and serves them to Prometheus at `server.metrics`.
+//!
 //! Every change of an input (registry edit, health transition, reload)
 //! recomputes the policy, raises the SOA serial if the data changed and swaps
 //! in a new snapshot; queries never wait for a lock.
@@ -26,6 +29,7 @@ pub mod dns;
 pub mod fast;
 pub mod fsutil;
 pub mod health;
+pub mod metrics;
 pub mod names;
 pub mod notify;
 pub mod policy;

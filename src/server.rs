@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::dns::{self, Transport};
+use crate::metrics::counters::{DnsStats, Outcome, Path};
 use crate::publish::Publisher;
 use crate::tsig::ResponseSigner;
 use crate::xfr;
@@ -74,7 +75,8 @@ impl DnsSockets {
 pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Starts serving; every task is tracked and stops on `shutdown`.
-pub fn spawn(sockets: DnsSockets, publisher: Arc<Publisher>, tracker: &TaskTracker, shutdown: CancellationToken) {
+/// Answers are counted in `stats` (see [`crate::metrics`]).
+pub fn spawn(sockets: DnsSockets, publisher: Arc<Publisher>, stats: Arc<DnsStats>, tracker: &TaskTracker, shutdown: CancellationToken) {
     let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, 8);
     for sock in sockets.udp {
         let sock = match sock.into_std().and_then(|s| {
@@ -92,10 +94,11 @@ pub fn spawn(sockets: DnsSockets, publisher: Arc<Publisher>, tracker: &TaskTrack
         for _ in 0..workers {
             // A plain thread, not spawn_blocking: a runtime being dropped
             // must not wait for it. The tracker still waits for it on stop.
-            let (sock, publisher, shutdown) = (sock.clone(), publisher.clone(), shutdown.clone());
+            let (sock, publisher, shutdown, stats) = (sock.clone(), publisher.clone(), shutdown.clone(), stats.clone());
+            let shard = stats.claim();
             let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
             let spawned = std::thread::Builder::new().name("srvd-udp".into()).spawn(move || {
-                udp_worker(&sock, &publisher, &shutdown);
+                udp_worker(&sock, &publisher, &stats, shard, &shutdown);
                 let _ = done_tx.send(());
             });
             match spawned {
@@ -108,7 +111,8 @@ pub fn spawn(sockets: DnsSockets, publisher: Arc<Publisher>, tracker: &TaskTrack
             }
         }
     }
-    let mut server = Server::new(TcpHandler { publisher });
+    let shard = stats.claim();
+    let mut server = Server::new(TcpHandler { publisher, stats, shard });
     for l in sockets.tcp {
         server.register_listener(l, TCP_IDLE_TIMEOUT, 64 * 1024);
     }
@@ -146,7 +150,8 @@ const UDP_WAKEUP: Duration = Duration::from_millis(200);
 /// One UDP worker: a plain thread blocked in recv_from on a shared socket.
 /// Answers are computed synchronously from the snapshot (no await, no task
 /// per packet), which is what keeps the common path cheap.
-fn udp_worker(sock: &std::net::UdpSocket, publisher: &Publisher, shutdown: &CancellationToken) {
+fn udp_worker(sock: &std::net::UdpSocket, publisher: &Publisher, stats: &DnsStats, shard: usize, shutdown: &CancellationToken) {
+    let shard = stats.shard(shard);
     let mut buf = vec![0u8; 4096];
     while !shutdown.is_cancelled() {
         let (n, src) = match sock.recv_from(&mut buf) {
@@ -161,7 +166,7 @@ fn udp_worker(sock: &std::net::UdpSocket, publisher: &Publisher, shutdown: &Canc
             continue;
         }
         let snap = publisher.snapshot();
-        if let Some(resp) = dns::answer_from(&snap, &buf[..n], Transport::Udp, Some(src.ip()))
+        if let Some(resp) = dns::answer_counted(&snap, &buf[..n], Transport::Udp, Some(src.ip()), shard)
             && let Err(e) = sock.send_to(&resp, src) {
                 tracing::debug!(error = %e, %src, "UDP send error");
             }
@@ -170,6 +175,9 @@ fn udp_worker(sock: &std::net::UdpSocket, publisher: &Publisher, shutdown: &Canc
 
 struct TcpHandler {
     publisher: Arc<Publisher>,
+    stats: Arc<DnsStats>,
+    /// The shard every TCP answer is counted in (TCP is the rare path).
+    shard: usize,
 }
 
 #[async_trait::async_trait]
@@ -181,10 +189,15 @@ impl RequestHandler for TcpHandler {
             m.response_code = ResponseCode::ServFail;
             ResponseInfo::from(Header { metadata: m, counts: HeaderCounts::default() })
         };
+        let shard = self.stats.shard(self.shard);
         let Some(mut reply) = dns::resolve_from(&snap, request.as_slice(), Transport::Tcp, Some(request.src().ip())) else {
+            shard.dropped(Transport::Tcp);
             return fallback();
         };
         let Some(metadata) = reply.metadata else { return fallback() };
+        // Counted before sending, so a client that has its answer sees it
+        // counted (TCP answers are never truncated: the limit is 64 KiB).
+        shard.answered(Transport::Tcp, Path::General, Outcome::of(metadata.response_code, reply.answers.is_empty() && !reply.transfer), false);
         let edns = reply.edns.clone();
         let sent = if reply.transfer {
             // AXFR (and IXFR answered as AXFR): SOA, the zone, SOA, in as

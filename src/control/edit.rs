@@ -223,6 +223,7 @@ impl Control {
             Ok(x) => x,
             Err(e) => {
                 tracing::warn!(error = %e, "reload refused; still serving the previous configuration");
+                self.count_reload(false);
                 let mut f = Failure::from(e.clone());
                 f.message = format!("{e} (still serving the previous state)");
                 return Response::Refused(f);
@@ -260,6 +261,7 @@ impl Control {
         st.text = text;
         drop(st);
         self.note_drains(SystemTime::now());
+        self.count_reload(true);
         tracing::info!(serial, added = added.len(), removed = removed.len(), modified = modified.len(), "reloaded");
         Response::Ok(Reply::Reload(ReloadReport { serial, changed: serial != before, added, removed, modified, restart_needed }))
     }

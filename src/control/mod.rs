@@ -14,6 +14,7 @@ mod report;
 pub mod server;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -39,6 +40,23 @@ pub struct Control {
     drains: Mutex<HashMap<MasterKey, SystemTime>>,
     /// The health checker's board (state, since, last check), once it runs.
     health: OnceLock<Arc<HealthBoard>>,
+    reloads: AtomicU64,
+    reload_failures: AtomicU64,
+    /// Unix seconds of the last successful reload; 0: none yet.
+    last_reload: AtomicU64,
+}
+
+/// Reloads since start (srvctl reload and SIGHUP), for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReloadCounts {
+    /// Reloads applied.
+    pub ok: u64,
+    /// Reloads refused (an invalid file; the old state kept serving).
+    pub failed: u64,
+    /// When the last reload was applied, unix seconds (0: never).
+    pub last_ok_unix: u64,
+    /// When the daemon started, unix seconds.
+    pub started_unix: u64,
 }
 
 struct EditState {
@@ -66,12 +84,34 @@ impl Control {
             // before now at the latest.
             drains: Mutex::new(drained.into_iter().map(|k| (k, started)).collect()),
             health: OnceLock::new(),
+            reloads: AtomicU64::new(0),
+            reload_failures: AtomicU64::new(0),
+            last_reload: AtomicU64::new(0),
         }))
     }
 
     /// Lets `status`, `explain` and `add-master --wait` show check results.
     pub fn set_health_board(&self, board: Arc<HealthBoard>) {
         let _ = self.health.set(board);
+    }
+
+    /// Reloads since start.
+    pub fn reload_counts(&self) -> ReloadCounts {
+        ReloadCounts {
+            ok: self.reloads.load(Relaxed),
+            failed: self.reload_failures.load(Relaxed),
+            last_ok_unix: self.last_reload.load(Relaxed),
+            started_unix: unix(self.started),
+        }
+    }
+
+    pub(crate) fn count_reload(&self, ok: bool) {
+        if ok {
+            self.reloads.fetch_add(1, Relaxed);
+            self.last_reload.store(unix(SystemTime::now()), Relaxed);
+        } else {
+            self.reload_failures.fetch_add(1, Relaxed);
+        }
     }
 
     pub fn publisher(&self) -> &Arc<Publisher> {

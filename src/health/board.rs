@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -47,9 +48,28 @@ pub struct RoleStatus {
 }
 
 /// Shared table of [`RoleStatus`]; a plain mutex, never held across an await.
+/// Also counts checks and transitions since start (for metrics).
 #[derive(Debug, Default)]
 pub struct HealthBoard {
     entries: Mutex<BTreeMap<(MasterKey, Role), RoleStatus>>,
+    checks: AtomicU64,
+    check_failures: AtomicU64,
+    /// Transitions that changed published health, to up and to down.
+    to_up: AtomicU64,
+    to_down: AtomicU64,
+}
+
+/// Totals since start, see [`HealthBoard::counts`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Checks run (one check can decide several roles).
+    pub checks: u64,
+    /// Checks that failed.
+    pub check_failures: u64,
+    /// (master, role) transitions that published a master again.
+    pub to_up: u64,
+    /// (master, role) transitions that withdrew a master.
+    pub to_down: u64,
 }
 
 pub(crate) fn unix_secs(t: SystemTime) -> u64 {
@@ -74,6 +94,32 @@ impl HealthBoard {
     /// When the current state of (master, role) was entered.
     pub fn since(&self, key: &MasterKey, role: Role) -> Option<SystemTime> {
         self.lock().get(&(key.clone(), role)).map(|s| UNIX_EPOCH + Duration::from_secs(s.since_unix))
+    }
+
+    /// Checks and transitions since start.
+    pub fn counts(&self) -> Counts {
+        Counts {
+            checks: self.checks.load(Relaxed),
+            check_failures: self.check_failures.load(Relaxed),
+            to_up: self.to_up.load(Relaxed),
+            to_down: self.to_down.load(Relaxed),
+        }
+    }
+
+    pub(crate) fn count_check(&self, ok: bool) {
+        self.checks.fetch_add(1, Relaxed);
+        if !ok {
+            self.check_failures.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Counts a transition that changed published health (to up or down).
+    pub(crate) fn count_transition(&self, to: Phase) {
+        match to {
+            Phase::Up => self.to_up.fetch_add(1, Relaxed),
+            Phase::Down => self.to_down.fetch_add(1, Relaxed),
+            Phase::Unchecked | Phase::Pending => return,
+        };
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<(MasterKey, Role), RoleStatus>> {

@@ -48,7 +48,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use board::{HealthBoard, LastCheck, RoleStatus};
+pub use board::{Counts, HealthBoard, LastCheck, RoleStatus};
 pub use check::{Check, CheckFactory, CheckOutcome, NetworkChecks, Probe, TlsError};
 pub use hysteresis::{Hysteresis, Phase, Transition};
 pub use store::Stored;
@@ -266,6 +266,7 @@ async fn run_probe(ctx: Arc<Ctx>, spec: ProbeSpec, mut check: Box<dyn Check>, ti
             },
         };
         let latency = started.elapsed();
+        ctx.board.count_check(outcome.ok);
         let published: Vec<Health> = {
             let core = ctx.publisher.lock();
             roles.iter().map(|r| core.health.get(&(key.clone(), *r)).copied().unwrap_or(Health::Up)).collect()
@@ -276,6 +277,9 @@ async fn run_probe(ctx: Arc<Ctx>, spec: ProbeSpec, mut check: Box<dyn Check>, ti
             let t = h.record(outcome.ok, timing.rise, timing.fall);
             if let Some(t) = t {
                 log_transition(&host, key.port, *role, t, &outcome.reason);
+                if t.changes_health() {
+                    ctx.board.count_transition(t.to);
+                }
             }
             ctx.board.with(&key, *role, |s| {
                 if let Some(t) = t {

@@ -97,6 +97,11 @@ impl TestDaemon {
         self.dir.path().join(name)
     }
 
+    /// Where the daemon serves `/metrics` (config `server.metrics`).
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.running.as_ref().unwrap().metrics_addr.expect("server.metrics is set")
+    }
+
     pub fn serial(&self) -> u32 {
         self.running.as_ref().unwrap().publisher.snapshot().serial
     }

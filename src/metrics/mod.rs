@@ -1,0 +1,194 @@
+//! Prometheus metrics (`server.metrics = "addr:port"`): `GET /metrics` in
+//! the text exposition format over plain HTTP, see docs/metrics.md.
+//!
+//! ```text
+//!  UDP workers / TCP handler ── counters::DnsStats (sharded relaxed atomics)
+//!  health probes ────────────── HealthBoard (states, check/transition counts)
+//!  control (reload, SIGHUP) ─── Control::reload_counts
+//!  publisher ────────────────── serial, registry, published health
+//!                  └──────────> render() on each scrape ──> http
+//! ```
+//!
+//! Nothing is computed until a scrape asks: the gauges are read from the
+//! live structures, so the hot DNS path only ever increments counters.
+
+pub mod counters;
+pub mod http;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use crate::control::Control;
+use crate::health::HealthBoard;
+use crate::policy::{Health, health_of};
+use crate::publish::Publisher;
+use crate::registry::Role;
+use counters::{DnsStats, Outcome, Path, TRANSPORTS, transport_str};
+
+/// Everything a scrape reads.
+pub struct Sources {
+    pub publisher: Arc<Publisher>,
+    pub dns: Arc<DnsStats>,
+    pub health: Arc<HealthBoard>,
+    pub control: Arc<Control>,
+}
+
+/// The states `srvd_masters` reports, as in `srvctl status`.
+const STATES: [&str; 4] = ["up", "down", "pending", "unchecked"];
+
+/// Writes the text exposition format (version 0.0.4).
+struct Out(String);
+
+impl Out {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.0, "# HELP {name} {help}");
+        let _ = writeln!(self.0, "# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
+        self.0.push_str(name);
+        if !labels.is_empty() {
+            self.0.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.0.push(',');
+                }
+                let _ = write!(self.0, "{k}=\"");
+                escape_into(&mut self.0, v);
+                self.0.push('"');
+            }
+            self.0.push('}');
+        }
+        let _ = writeln!(self.0, " {value}");
+    }
+}
+
+/// Label values escape backslash, double quote and newline.
+fn escape_into(out: &mut String, v: &str) {
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// Renders every metric. Takes the publisher's lock briefly (no await).
+pub fn render(s: &Sources) -> String {
+    let mut o = Out(String::with_capacity(8 * 1024));
+
+    o.family("srvd_build_info", "gauge", "Version of the running srvd; always 1.");
+    o.sample("srvd_build_info", &[("version", env!("CARGO_PKG_VERSION"))], 1);
+    let reloads = s.control.reload_counts();
+    o.family("srvd_start_time_seconds", "gauge", "When srvd started, unix seconds.");
+    o.sample("srvd_start_time_seconds", &[], reloads.started_unix);
+
+    // DNS
+    let d = &s.dns;
+    o.family(
+        "srvd_dns_responses_total",
+        "counter",
+        "DNS responses sent, by transport and response code (nodata: NOERROR with an empty answer section).",
+    );
+    for t in TRANSPORTS {
+        for oc in Outcome::ALL {
+            o.sample("srvd_dns_responses_total", &[("transport", transport_str(t)), ("rcode", oc.as_str())], d.answers(t, oc));
+        }
+    }
+    o.family("srvd_dns_responses_by_path_total", "counter", "DNS responses by the code that built them: fast (pre-encoded) or general.");
+    for t in TRANSPORTS {
+        for p in Path::ALL {
+            o.sample("srvd_dns_responses_by_path_total", &[("transport", transport_str(t)), ("path", p.as_str())], d.path(t, p));
+        }
+    }
+    o.family("srvd_dns_truncated_total", "counter", "DNS responses sent with TC set (the answer did not fit).");
+    for t in TRANSPORTS {
+        o.sample("srvd_dns_truncated_total", &[("transport", transport_str(t))], d.truncated(t));
+    }
+    o.family("srvd_dns_dropped_total", "counter", "DNS packets that got no response (responses, or too short to parse).");
+    for t in TRANSPORTS {
+        o.sample("srvd_dns_dropped_total", &[("transport", transport_str(t))], d.dropped(t));
+    }
+
+    // Zone and masters
+    let serial = s.publisher.snapshot().serial;
+    o.family("srvd_zone_serial", "gauge", "SOA serial of the zone being served.");
+    o.sample("srvd_zone_serial", &[], serial);
+
+    let board: BTreeMap<_, _> = s.health.snapshot().into_iter().map(|st| ((st.host.clone(), st.port, st.role), st.state)).collect();
+    let mut per_site: BTreeMap<(String, Role, &str), u64> = BTreeMap::new();
+    let mut rows = Vec::new(); // (master, site, role, up, drained)
+    let sites: Vec<String> = {
+        let core = s.publisher.lock();
+        for m in &core.inputs.registry.masters {
+            let key = m.key();
+            let host = key.host.to_string().trim_end_matches('.').to_string();
+            for &role in &m.roles {
+                let health = health_of(&core.health, &key, role);
+                let state = board.get(&(host.clone(), key.port, role)).copied().unwrap_or(match core.health.get(&(key.clone(), role)) {
+                    None => "unchecked",
+                    Some(Health::Up) => "up",
+                    Some(Health::Down) => "down",
+                    Some(Health::Pending) => "pending",
+                });
+                *per_site.entry((m.site.clone(), role, state)).or_default() += 1;
+                rows.push((key.to_string(), m.site.clone(), role, health == Health::Up, m.drained));
+            }
+        }
+        core.inputs.config.sites.iter().map(|x| x.name.clone()).collect()
+    };
+    o.family("srvd_masters", "gauge", "Registered (master, role) pairs by site, role and health state (drained ones included).");
+    for site in &sites {
+        for role in Role::ALL {
+            for state in STATES {
+                let n = per_site.get(&(site.clone(), role, state)).copied().unwrap_or(0);
+                o.sample("srvd_masters", &[("site", site), ("role", role.as_str()), ("state", state)], n);
+            }
+        }
+    }
+    o.family("srvd_master_up", "gauge", "1 if the master counts as healthy for the role (published unless drained), else 0.");
+    for (master, site, role, up, _) in &rows {
+        o.sample("srvd_master_up", &[("master", master), ("site", site), ("role", role.as_str())], u8::from(*up));
+    }
+    o.family("srvd_master_drained", "gauge", "1 if the master is drained (checked but not published), else 0.");
+    let mut seen = std::collections::BTreeSet::new();
+    for (master, site, _, _, drained) in &rows {
+        if seen.insert(master) {
+            o.sample("srvd_master_drained", &[("master", master), ("site", site)], u8::from(*drained));
+        }
+    }
+
+    // Health checker
+    let h = s.health.counts();
+    o.family("srvd_health_checks_total", "counter", "Health checks run (one check may decide several roles of a master).");
+    o.sample("srvd_health_checks_total", &[], h.checks);
+    o.family("srvd_health_check_failures_total", "counter", "Health checks that failed.");
+    o.sample("srvd_health_check_failures_total", &[], h.check_failures);
+    o.family("srvd_health_transitions_total", "counter", "(master, role) health transitions that changed what is published, by new state.");
+    o.sample("srvd_health_transitions_total", &[("to", "up")], h.to_up);
+    o.sample("srvd_health_transitions_total", &[("to", "down")], h.to_down);
+
+    // Reloads
+    o.family("srvd_reloads_total", "counter", "Reloads applied (srvctl reload or SIGHUP).");
+    o.sample("srvd_reloads_total", &[], reloads.ok);
+    o.family("srvd_reload_failures_total", "counter", "Reloads refused because a file was invalid (the previous state kept serving).");
+    o.sample("srvd_reload_failures_total", &[], reloads.failed);
+    o.family("srvd_last_reload_timestamp_seconds", "gauge", "When the last reload was applied, unix seconds; 0 if none since start.");
+    o.sample("srvd_last_reload_timestamp_seconds", &[], reloads.last_ok_unix);
+    o.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_escaped() {
+        let mut o = Out(String::new());
+        o.sample("m", &[("a", "x\"y\\z\nw"), ("b", "c")], 3);
+        assert_eq!(o.0, "m{a=\"x\\\"y\\\\z\\nw\",b=\"c\"} 3\n");
+    }
+}
