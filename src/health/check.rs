@@ -204,18 +204,22 @@ impl CheckFactory for NetworkChecks {
             Some(path) => {
                 let tls = (**self.tls.lock().unwrap_or_else(|e| e.into_inner())).clone();
                 let idle = *self.idle.lock().unwrap_or_else(|e| e.into_inner());
-                let client = reqwest::Client::builder()
-                    .use_preconfigured_tls(tls)
-                    .dns_resolver(Arc::new(MasterResolver { addresses: master.addresses.clone() }))
-                    .no_proxy()
-                    .redirect(reqwest::redirect::Policy::none())
-                    .pool_max_idle_per_host(1)
-                    .pool_idle_timeout(idle)
-                    .tcp_nodelay(true)
-                    .user_agent(concat!("srvd/", env!("CARGO_PKG_VERSION"), " health-check"))
-                    .build();
+                let addresses = master.addresses.clone();
+                let make_client: ClientMaker = Box::new(move || {
+                    reqwest::Client::builder()
+                        .use_preconfigured_tls(tls.clone())
+                        .dns_resolver(Arc::new(MasterResolver { addresses: addresses.clone() }))
+                        .no_proxy()
+                        .redirect(reqwest::redirect::Policy::none())
+                        .pool_max_idle_per_host(1)
+                        .pool_idle_timeout(idle)
+                        .tcp_nodelay(true)
+                        .user_agent(concat!("srvd/", env!("CARGO_PKG_VERSION"), " health-check"))
+                        .build()
+                        .map_err(|e| e.to_string())
+                });
                 let url = format!("https://{host}:{}{path}", master.port);
-                Box::new(HttpsCheck { client: client.map_err(|e| e.to_string()), url, probe, host })
+                Box::new(HttpsCheck { client: make_client(), make_client, url, probe, host })
             }
         }
     }
@@ -295,8 +299,15 @@ impl Check for TcpCheck {
     }
 }
 
+/// Builds a fresh HTTPS client (and so a fresh connection pool).
+type ClientMaker = Box<dyn Fn() -> Result<reqwest::Client, String> + Send + Sync>;
+
 struct HttpsCheck {
     client: Result<reqwest::Client, String>,
+    /// After a failed check the pool is dropped: the next check opens a new
+    /// connection instead of reusing one the master may have given up on
+    /// (e.g. after a TLS 1.3 post-handshake alert).
+    make_client: ClientMaker,
     url: String,
     probe: Probe,
     host: String,
@@ -308,6 +319,16 @@ const MAX_BODY: usize = 64 * 1024;
 #[async_trait]
 impl Check for HttpsCheck {
     async fn check(&mut self) -> CheckOutcome {
+        let outcome = self.check_once().await;
+        if !outcome.ok {
+            self.client = (self.make_client)();
+        }
+        outcome
+    }
+}
+
+impl HttpsCheck {
+    async fn check_once(&mut self) -> CheckOutcome {
         let client = match &self.client {
             Ok(c) => c,
             Err(e) => return CheckOutcome::fail(format!("cannot build HTTPS client: {e}")),

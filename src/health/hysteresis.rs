@@ -4,21 +4,25 @@
 //! ```text
 //!            ok (first check)                       fall failures in a row
 //!  Unchecked ───────────────> Up  <──────────────────────────────> Down
+//!     │ └─ fall failures in a row ───────────────────────────────> Down
 //!  Pending   ───────────────>      rise successes in a row
 //!       └──── fail (first check) ─────────────────────────────────> Down
 //! ```
 //!
 //! `Unchecked` is a master with no known state at start: it is published
-//! (counts as up) and its first check decides. `Pending` is a master added at
-//! runtime: not published until a check passes. Both settle on the first
-//! check, so `srvctl add-master` gets an answer after one check.
+//! (counts as up), one passing check settles it as up, and like an up master
+//! it goes down only after `fall` failures in a row. `Pending` is a master
+//! added at runtime: not published until a check passes; its first check
+//! settles it either way, so `srvctl add-master --wait` gets an answer after
+//! one check.
 
 use crate::policy::Health;
 
 /// Where a (master, role) stands in the hysteresis.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
-    /// No state known since start: published as up, first check decides.
+    /// No state known since start: published as up; up after one pass,
+    /// down after `fall` failures.
     Unchecked,
     /// Added at runtime: unpublished, first check decides.
     Pending,
@@ -120,7 +124,10 @@ impl Hysteresis {
         }
         let to = match (self.phase, ok) {
             (Phase::Unchecked | Phase::Pending, true) => Phase::Up,
-            (Phase::Unchecked | Phase::Pending, false) => Phase::Down,
+            // A published master with no known state gets the same benefit
+            // as an up one: one lost packet at start does not take it out.
+            (Phase::Unchecked, false) if self.fails >= fall.max(1) => Phase::Down,
+            (Phase::Pending, false) => Phase::Down,
             (Phase::Up, false) if self.fails >= fall.max(1) => Phase::Down,
             (Phase::Down, true) if self.oks >= rise.max(1) => Phase::Up,
             (p, _) => p,
