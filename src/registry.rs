@@ -186,7 +186,10 @@ impl Registry {
     pub fn load(path: &Path, config: &Config) -> Result<Registry, ConfigError> {
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                tracing::warn!(file = %path.display(), "registry file does not exist: no masters yet (srvctl add-master creates it)");
+                String::new()
+            }
             Err(e) => return Err(ConfigError::new(path, "-", format!("cannot read: {e}"))),
         };
         Registry::parse(&text, path, config)
