@@ -276,11 +276,8 @@ pub struct Secondary {
 }
 
 /// The TSIG algorithms srvd signs and verifies with (config spelling).
-pub const TSIG_ALGORITHMS: [(&str, TsigAlgorithm); 3] = [
-    ("hmac-sha256", TsigAlgorithm::HmacSha256),
-    ("hmac-sha384", TsigAlgorithm::HmacSha384),
-    ("hmac-sha512", TsigAlgorithm::HmacSha512),
-];
+pub const TSIG_ALGORITHMS: [(&str, TsigAlgorithm); 3] =
+    [("hmac-sha256", TsigAlgorithm::HmacSha256), ("hmac-sha384", TsigAlgorithm::HmacSha384), ("hmac-sha512", TsigAlgorithm::HmacSha512)];
 
 /// Shortest TSIG secret accepted, in bytes (`tsig-keygen` makes 32).
 pub const MIN_TSIG_SECRET: usize = 16;
@@ -305,8 +302,7 @@ impl Config {
     /// Reads and validates a config file. Relative paths inside it are taken
     /// relative to the file's directory.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::new(path, "-", format!("cannot read: {e}")))?;
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::new(path, "-", format!("cannot read: {e}")))?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         Config::parse(&text, path, &base)
     }
@@ -373,7 +369,9 @@ pub fn toml_error(file: &Path, text: &str, e: &toml::de::Error) -> ConfigError {
         }
     }
     let missing = msg.strip_prefix("missing field `").and_then(|r| r.split('`').next()).map(str::to_string);
-    let key = missing.or_else(|| line.split_once('=').map(|(k, _)| k.trim().trim_matches('"').to_string()).filter(|k| !k.is_empty() && !k.starts_with('[')));
+    let key = missing.or_else(|| {
+        line.split_once('=').map(|(k, _)| k.trim().trim_matches('"').to_string()).filter(|k| !k.is_empty() && !k.starts_with('['))
+    });
     if span.start == 0 && (span.end == 0 || span.end >= text.trim_end().len()) {
         table.clear(); // the error is about the whole document
     }
@@ -391,8 +389,7 @@ fn validate(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, ConfigEr
     let resolve = |p: PathBuf| if p.is_relative() { base.join(p) } else { p };
 
     // [zone]
-    let origin = names::parse_absolute(&raw.zone.origin)
-        .map_err(|r| err("zone.origin", format!("{:?}: {r}", raw.zone.origin)))?;
+    let origin = names::parse_absolute(&raw.zone.origin).map_err(|r| err("zone.origin", format!("{:?}: {r}", raw.zone.origin)))?;
     if origin.is_root() {
         return Err(err("zone.origin", "must not be the root zone".into()));
     }
@@ -409,8 +406,7 @@ fn validate(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, ConfigEr
     }
     let mut nameservers = Vec::new();
     for (i, n) in ns_raw.iter().enumerate() {
-        let name = names::parse_relative_to(n, &origin)
-            .map_err(|r| err(&format!("zone.nameservers[{i}]"), format!("{n:?}: {r}")))?;
+        let name = names::parse_relative_to(n, &origin).map_err(|r| err(&format!("zone.nameservers[{i}]"), format!("{n:?}: {r}")))?;
         if nameservers.contains(&name) {
             return Err(err(&format!("zone.nameservers[{i}]"), format!("{n:?} listed twice")));
         }
@@ -427,9 +423,7 @@ fn validate(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, ConfigEr
     }
     let mut listen = Vec::new();
     for (i, a) in listen_raw.iter().enumerate() {
-        let addr: SocketAddr = a
-            .parse()
-            .map_err(|_| err(&format!("server.listen[{i}]"), format!("{a:?} is not \"addr:port\"")))?;
+        let addr: SocketAddr = a.parse().map_err(|_| err(&format!("server.listen[{i}]"), format!("{a:?} is not \"addr:port\"")))?;
         if listen.contains(&addr) {
             return Err(err(&format!("server.listen[{i}]"), format!("{a:?} listed twice")));
         }
@@ -523,10 +517,7 @@ fn validate(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, ConfigEr
                 return Err(err(&key, format!("{f:?} listed twice")));
             }
         }
-        sites.push(Site {
-            name: s.name.to_ascii_lowercase(),
-            failover: s.failover.iter().map(|f| f.to_ascii_lowercase()).collect(),
-        });
+        sites.push(Site { name: s.name.to_ascii_lowercase(), failover: s.failover.iter().map(|f| f.to_ascii_lowercase()).collect() });
     }
 
     // [policy]
@@ -552,10 +543,7 @@ fn validate(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, ConfigEr
     };
     let max = policy.local_priority as u64 + policy.priority_step as u64 * (sites.len() as u64).saturating_sub(1);
     if max > u16::MAX as u64 {
-        return Err(err(
-            "policy.priority_step",
-            format!("with {} sites the last tier's priority {max} exceeds 65535", sites.len()),
-        ));
+        return Err(err("policy.priority_step", format!("with {} sites the last tier's priority {max} exceeds 65535", sites.len())));
     }
 
     let (tsig_keys, secondaries) = validate_xfr(raw.tsig_key, raw.secondary, file)?;
@@ -573,7 +561,11 @@ fn validate(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, ConfigEr
 }
 
 /// `[[tsig_key]]` and `[[secondary]]`: zone transfers and NOTIFY.
-fn validate_xfr(raw_keys: Vec<RawTsigKey>, raw_secondaries: Vec<RawSecondary>, file: &Path) -> Result<(Vec<TsigKey>, Vec<Secondary>), ConfigError> {
+fn validate_xfr(
+    raw_keys: Vec<RawTsigKey>,
+    raw_secondaries: Vec<RawSecondary>,
+    file: &Path,
+) -> Result<(Vec<TsigKey>, Vec<Secondary>), ConfigError> {
     let err = |key: String, reason: String| ConfigError::new(file, key, reason);
     let mut keys: Vec<TsigKey> = Vec::new();
     for (i, k) in raw_keys.into_iter().enumerate() {
@@ -586,7 +578,9 @@ fn validate_xfr(raw_keys: Vec<RawTsigKey>, raw_secondaries: Vec<RawSecondary>, f
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(alg_text.trim_end_matches('.')))
             .map(|(_, a)| a.clone())
-            .ok_or_else(|| err(format!("tsig_key[{i}].algorithm"), format!("{alg_text:?} is not one of hmac-sha256, hmac-sha384, hmac-sha512")))?;
+            .ok_or_else(|| {
+                err(format!("tsig_key[{i}].algorithm"), format!("{alg_text:?} is not one of hmac-sha256, hmac-sha384, hmac-sha512"))
+            })?;
         let secret = data_encoding::BASE64
             .decode(k.secret.trim().as_bytes())
             .map_err(|e| err(format!("tsig_key[{i}].secret"), format!("not base64: {e}")))?;

@@ -89,9 +89,7 @@ pub async fn start_with(
         .map_err(|e| DaemonError::State { dir: cfg.server.state_dir.display().to_string(), source: e })?;
     // Bound before any task starts, so a taken port fails the start cleanly.
     let metrics_listener = match cfg.server.metrics {
-        Some(addr) => Some(
-            tokio::net::TcpListener::bind(addr).await.map_err(|source| DaemonError::Metrics { addr, source })?,
-        ),
+        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|source| DaemonError::Metrics { addr, source })?),
         None => None,
     };
     let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
@@ -103,8 +101,7 @@ pub async fn start_with(
     let health_opts = crate::health::Options { factory, stored, jitter: crate::health::DEFAULT_JITTER };
     let health_board = crate::health::spawn(publisher.clone(), health_opts, &tracker, shutdown.clone());
     let control_socket = control::server::bind(&cfg.server.control_socket)?;
-    let control = Control::new(publisher.clone())
-        .map_err(|e| ConfigError::new(&cfg.server.registry, "-", format!("cannot read: {e}")))?;
+    let control = Control::new(publisher.clone()).map_err(|e| ConfigError::new(&cfg.server.registry, "-", format!("cannot read: {e}")))?;
     control.set_health_board(health_board.clone());
     control::server::spawn(control_socket, control.clone(), &tracker, shutdown.clone());
     let dns_addrs = sockets.local_addrs();
@@ -112,7 +109,8 @@ pub async fn start_with(
     server::spawn(sockets, publisher.clone(), dns_stats.clone(), &tracker, shutdown.clone());
     crate::notify::spawn(publisher.clone(), dns_addrs.clone(), &tracker, shutdown.clone());
     if let Some(listener) = metrics_listener {
-        let sources = metrics::Sources { publisher: publisher.clone(), dns: dns_stats, health: health_board.clone(), control: control.clone() };
+        let sources =
+            metrics::Sources { publisher: publisher.clone(), dns: dns_stats, health: health_board.clone(), control: control.clone() };
         metrics::http::spawn(listener, Arc::new(sources), &tracker, shutdown.clone());
         tracing::info!(addr = ?metrics_addr, "serving metrics at /metrics");
     }

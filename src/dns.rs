@@ -156,9 +156,10 @@ fn resolve_msg(snap: &Snapshot, meta: Metadata, msg: &Message, transport: Transp
     }
     let q = msg.queries[0].clone();
     if let Some(e) = &msg.edns
-        && e.version() > 0 {
-            return error(meta, ResponseCode::BADVERS, Some(q), edns, limit);
-        }
+        && e.version() > 0
+    {
+        return error(meta, ResponseCode::BADVERS, Some(q), edns, limit);
+    }
     if meta.op_code != OpCode::Query {
         return error(meta, ResponseCode::NotImp, Some(q), edns, limit);
     }
@@ -219,7 +220,16 @@ fn resolve_msg(snap: &Snapshot, meta: Metadata, msg: &Message, transport: Transp
 /// Over UDP, AXFR is a format error (RFC 5936 §4.2) and an allowed IXFR
 /// gets the current SOA alone, which tells the client to use TCP (RFC 1995 §2).
 #[allow(clippy::too_many_arguments)]
-fn transfer(snap: &Snapshot, meta: Metadata, q: Query, edns: Option<Edns>, limit: usize, transport: Transport, src: Option<IpAddr>, key: Option<&Name>) -> Reply {
+fn transfer(
+    snap: &Snapshot,
+    meta: Metadata,
+    q: Query,
+    edns: Option<Edns>,
+    limit: usize,
+    transport: Transport,
+    src: Option<IpAddr>,
+    key: Option<&Name>,
+) -> Reply {
     let qtype = q.query_type();
     if transport == Transport::Udp && qtype == RecordType::AXFR {
         return error(meta, ResponseCode::FormErr, Some(q), edns, limit);
@@ -290,7 +300,8 @@ pub fn encode(reply: &Reply) -> Vec<u8> {
         None => {
             let mut m = meta;
             m.truncation = true;
-            let r = Reply { metadata: Some(m), query: reply.query.clone(), edns: reply.edns.clone(), limit: reply.limit, ..Default::default() };
+            let r =
+                Reply { metadata: Some(m), query: reply.query.clone(), edns: reply.edns.clone(), limit: reply.limit, ..Default::default() };
             try_encode(&r, m, room, false).expect("a header and one question always fit")
         }
     };

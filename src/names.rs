@@ -50,9 +50,7 @@ pub fn parse_relative_to(s: &str, origin: &Name) -> Result<Name, String> {
         parse_absolute(s)
     } else {
         check_label(s)?;
-        Name::from_ascii(s.to_ascii_lowercase())
-            .and_then(|n| n.append_domain(origin))
-            .map_err(|e| e.to_string())
+        Name::from_ascii(s.to_ascii_lowercase()).and_then(|n| n.append_domain(origin)).map_err(|e| e.to_string())
     }
 }
 

@@ -91,7 +91,13 @@ async fn notify_until_acked(snap: Arc<Snapshot>, sec: Secondary, key: Option<Tsi
 }
 
 /// Sends one NOTIFY and waits up to `wait` for its answer.
-pub async fn notify_once(snap: &Snapshot, target: SocketAddr, key: Option<&TsigKey>, source: SocketAddr, wait: Duration) -> Result<(), String> {
+pub async fn notify_once(
+    snap: &Snapshot,
+    target: SocketAddr,
+    key: Option<&TsigKey>,
+    source: SocketAddr,
+    wait: Duration,
+) -> Result<(), String> {
     let id: u16 = rand::random();
     let mut msg = Message::new(id, MessageType::Query, OpCode::Notify);
     msg.metadata.authoritative = true;

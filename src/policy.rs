@@ -49,10 +49,16 @@ fn ser_name<S: serde::Serializer>(n: &Name, s: S) -> Result<S::Ok, S::Error> {
 #[serde(tag = "verdict", rename_all = "kebab-case")]
 pub enum Verdict {
     /// Published in tier `tier` (0 = local site) with this priority.
-    In { tier: usize, priority: u16 },
+    In {
+        tier: usize,
+        priority: u16,
+    },
     /// Published although down, because no master of the role is up and
     /// `policy.all_down = "serve-all"` (or it is the CA of last resort).
-    InAllDown { tier: usize, priority: u16 },
+    InAllDown {
+        tier: usize,
+        priority: u16,
+    },
     Down,
     Pending,
     Drained,
@@ -204,11 +210,7 @@ fn ca_answer(config: &Config, _registry: &Registry, health: &HealthStates, scope
         let h = health_of(health, &m.key(), Role::Ca);
         let v = if Some(i) == active {
             records.push(target(m, prio));
-            if mode == Mode::Normal {
-                Verdict::In { tier: 0, priority: prio }
-            } else {
-                Verdict::InAllDown { tier: 0, priority: prio }
-            }
+            if mode == Mode::Normal { Verdict::In { tier: 0, priority: prio } } else { Verdict::InAllDown { tier: 0, priority: prio } }
         } else if m.drained {
             Verdict::Drained
         } else {

@@ -64,7 +64,8 @@ pub fn lame_nameservers(config: &Config, statics: &[StaticRecord], registry: &Re
         .iter()
         .filter(|ns| config.zone.origin.zone_of(ns))
         .filter(|ns| {
-            let in_statics = statics.iter().any(|s| &s.record.name == *ns && matches!(s.record.record_type(), RecordType::A | RecordType::AAAA));
+            let in_statics =
+                statics.iter().any(|s| &s.record.name == *ns && matches!(s.record.record_type(), RecordType::A | RecordType::AAAA));
             let in_registry = registry.masters.iter().any(|m| &m.host == *ns && !m.addresses.is_empty());
             !in_statics && !in_registry
         })
@@ -79,7 +80,11 @@ pub fn check_registry_against_statics(config: &Config, statics: &[StaticRecord],
             return Err(ConfigError::new(
                 &config.server.registry,
                 format!("master[{i}].host"),
-                format!("{} is also defined in the zone file (line {}); srvd publishes its addresses from the registry", m.host_str(), s.line),
+                format!(
+                    "{} is also defined in the zone file (line {}); srvd publishes its addresses from the registry",
+                    m.host_str(),
+                    s.line
+                ),
             ));
         }
     }
@@ -176,9 +181,10 @@ impl Publisher {
         }
         let serial = next_serial(Some(core.serial), SystemTime::now());
         if let Some(s) = &core.state
-            && let Err(e) = s.store_serial(serial) {
-                tracing::error!(error = %e, dir = %s.path().display(), "cannot store the SOA serial; serving it anyway");
-            }
+            && let Err(e) = s.store_serial(serial)
+        {
+            tracing::error!(error = %e, dir = %s.path().display(), "cannot store the SOA serial; serving it anyway");
+        }
         core.serial = serial;
         core.nodes = nodes.clone();
         self.snapshot.store(Arc::new(Snapshot::new(&cfg, nodes, answers, serial)));

@@ -213,7 +213,10 @@ site = \"dc2\"
         d.append(&master("new.example.com"), false);
         let out = d.render();
         assert!(out.starts_with(FILE.trim_end_matches("# end of file\n")), "{out}");
-        assert!(out.contains("\n\n[[master]]\nhost = \"new.example.com\"\nsite = \"dc1\"\nport = 8140\nroles = [\"puppet\"]\nweight = 10\n"), "{out}");
+        assert!(
+            out.contains("\n\n[[master]]\nhost = \"new.example.com\"\nsite = \"dc1\"\nport = 8140\nroles = [\"puppet\"]\nweight = 10\n"),
+            "{out}"
+        );
         assert!(out.contains("# end of file"), "{out}");
         assert_eq!(d.len(), 4);
     }

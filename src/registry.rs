@@ -273,10 +273,7 @@ pub fn validate_master(m: RawMaster, config: &Config) -> Result<Master, (&'stati
     let origin = &config.zone.origin;
     if origin.zone_of(&host) {
         if addresses.is_empty() {
-            return Err((
-                "addresses",
-                format!("{} is inside the zone {origin}, so srvd serves its address: give addresses", m.host),
-            ));
+            return Err(("addresses", format!("{} is inside the zone {origin}, so srvd serves its address: give addresses", m.host)));
         }
         if let Some(reason) = in_zone_conflict(&host, config) {
             return Err(("host", format!("{}: {reason}", m.host)));
@@ -286,16 +283,7 @@ pub fn validate_master(m: RawMaster, config: &Config) -> Result<Master, (&'stati
         None => CheckKind::default(),
         Some(c) => c.parse().map_err(|e| ("check", e))?,
     };
-    Ok(Master {
-        host,
-        site,
-        port: port as u16,
-        roles,
-        weight: weight as u16,
-        addresses,
-        drained: m.drained.unwrap_or(false),
-        check,
-    })
+    Ok(Master { host, site, port: port as u16, roles, weight: weight as u16, addresses, drained: m.drained.unwrap_or(false), check })
 }
 
 /// An in-zone master host must not sit on a name srvd publishes itself.

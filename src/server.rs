@@ -9,13 +9,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hickory_server::Server;
 use hickory_server::net::runtime::Time;
-use hickory_server::proto::op::{Edns, Header, HeaderCounts, Metadata, MessageType, OpCode, ResponseCode};
+use hickory_server::proto::op::{Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode};
 use hickory_server::proto::rr::Record;
 use hickory_server::proto::serialize::binary::BinEncoder;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
-use hickory_server::Server;
 use tokio::net::{TcpListener, UdpSocket};
 
 use tokio_util::sync::CancellationToken;
@@ -44,9 +44,7 @@ impl DnsSockets {
             let attempts = if a.port() == 0 { 20 } else { 1 };
             let mut last_err = None;
             for _ in 0..attempts {
-                let u = UdpSocket::bind(a)
-                    .await
-                    .map_err(|e| std::io::Error::new(e.kind(), format!("cannot bind UDP {a}: {e}")))?;
+                let u = UdpSocket::bind(a).await.map_err(|e| std::io::Error::new(e.kind(), format!("cannot bind UDP {a}: {e}")))?;
                 let port = u.local_addr()?.port();
                 match TcpListener::bind(SocketAddr::new(a.ip(), port)).await {
                     Ok(t) => {
@@ -135,7 +133,13 @@ fn grow_buffers(s: &std::net::UdpSocket) {
             // SAFETY: fd is a valid socket for the duration of the call; the
             // option value is a c_int whose size is passed.
             unsafe {
-                libc::setsockopt(fd, libc::SOL_SOCKET, opt, (&size as *const libc::c_int).cast(), std::mem::size_of::<libc::c_int>() as libc::socklen_t)
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    opt,
+                    (&size as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
             }
         };
         if set(force) != 0 {
@@ -156,7 +160,11 @@ fn udp_worker(sock: &std::net::UdpSocket, publisher: &Publisher, stats: &DnsStat
     while !shutdown.is_cancelled() {
         let (n, src) = match sock.recv_from(&mut buf) {
             Ok(x) => x,
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted) => continue,
+            Err(e)
+                if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted) =>
+            {
+                continue;
+            }
             Err(e) => {
                 tracing::debug!(error = %e, "UDP receive error");
                 continue;
@@ -167,9 +175,10 @@ fn udp_worker(sock: &std::net::UdpSocket, publisher: &Publisher, stats: &DnsStat
         }
         let snap = publisher.snapshot();
         if let Some(resp) = dns::answer_counted(&snap, &buf[..n], Transport::Udp, Some(src.ip()), shard)
-            && let Err(e) = sock.send_to(&resp, src) {
-                tracing::debug!(error = %e, %src, "UDP send error");
-            }
+            && let Err(e) = sock.send_to(&resp, src)
+        {
+            tracing::debug!(error = %e, %src, "UDP send error");
+        }
     }
 }
 
@@ -197,7 +206,12 @@ impl RequestHandler for TcpHandler {
         let Some(metadata) = reply.metadata else { return fallback() };
         // Counted before sending, so a client that has its answer sees it
         // counted (TCP answers are never truncated: the limit is 64 KiB).
-        shard.answered(Transport::Tcp, Path::General, Outcome::of(metadata.response_code, reply.answers.is_empty() && !reply.transfer), false);
+        shard.answered(
+            Transport::Tcp,
+            Path::General,
+            Outcome::of(metadata.response_code, reply.answers.is_empty() && !reply.transfer),
+            false,
+        );
         let edns = reply.edns.clone();
         let sent = if reply.transfer {
             // AXFR (and IXFR answered as AXFR): SOA, the zone, SOA, in as
@@ -211,7 +225,17 @@ impl RequestHandler for TcpHandler {
             }
             last
         } else {
-            send(&mut response_handle, request, metadata, edns.as_ref(), &reply.answers, &reply.authority, &reply.additional, reply.tsig.as_mut()).await
+            send(
+                &mut response_handle,
+                request,
+                metadata,
+                edns.as_ref(),
+                &reply.answers,
+                &reply.authority,
+                &reply.additional,
+                reply.tsig.as_mut(),
+            )
+            .await
         };
         match sent {
             Ok(info) => info,

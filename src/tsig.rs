@@ -88,7 +88,11 @@ pub struct ResponseSigner {
 
 impl std::fmt::Debug for ResponseSigner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ResponseSigner").field("key", &self.key_name).field("signed", &self.signer.is_some()).field("error", &self.error).finish()
+        f.debug_struct("ResponseSigner")
+            .field("key", &self.key_name)
+            .field("signed", &self.signer.is_some())
+            .field("error", &self.error)
+            .finish()
     }
 }
 
@@ -108,7 +112,17 @@ impl ResponseSigner {
     }
 
     fn unsigned(key_name: Name, algorithm: TsigAlgorithm, oid: u16, time: u64, error: TsigError) -> Self {
-        ResponseSigner { key_name, algorithm, signer: None, prev_mac: Vec::new(), first: true, oid, time, error: Some(error), other: Vec::new() }
+        ResponseSigner {
+            key_name,
+            algorithm,
+            signer: None,
+            prev_mac: Vec::new(),
+            first: true,
+            oid,
+            time,
+            error: Some(error),
+            other: Vec::new(),
+        }
     }
 
     /// The TSIG record for the next message, given as encoded without TSIG.
@@ -149,10 +163,7 @@ impl ResponseSigner {
 
     /// Room the TSIG record takes at most (for UDP size limits).
     pub fn max_len(&self) -> usize {
-        let rec = make_tsig_record(
-            self.key_name.clone(),
-            TSIG::new(self.algorithm.clone(), 0, FUDGE, vec![0; 64], 0, None, vec![0; 6]),
-        );
+        let rec = make_tsig_record(self.key_name.clone(), TSIG::new(self.algorithm.clone(), 0, FUDGE, vec![0; 64], 0, None, vec![0; 6]));
         encode_record(&rec).len()
     }
 }

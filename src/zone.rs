@@ -95,11 +95,7 @@ pub fn build_nodes(config: &Config, statics: &[StaticRecord], registry: &Registr
             add(&mut nodes, Record::from_rdata(name.clone(), ttl, RData::TXT(TXT::new(vec![text]))));
         }
         for t in &a.records {
-            add(&mut nodes, Record::from_rdata(
-                name.clone(),
-                ttl,
-                RData::SRV(SRV::new(t.priority, t.weight, t.port, t.target.clone())),
-            ));
+            add(&mut nodes, Record::from_rdata(name.clone(), ttl, RData::SRV(SRV::new(t.priority, t.weight, t.port, t.target.clone()))));
         }
     }
     // Empty non-terminals: every ancestor of every owner, down to the origin.

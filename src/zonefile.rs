@@ -103,9 +103,7 @@ pub fn parse(text: &str, path: &Path, origin: &Name, default_ttl: u32) -> Result
             trimmed.to_string()
         };
         let src = format!("$TTL {ttl}\n{body}\n");
-        let parsed = Parser::new(src, None, Some(cur_origin.clone()))
-            .parse()
-            .map_err(|e| err(line, format!("{e}")))?;
+        let parsed = Parser::new(src, None, Some(cur_origin.clone())).parse().map_err(|e| err(line, format!("{e}")))?;
         for (_, set) in parsed.1 {
             for r in set.records_without_rrsigs() {
                 let mut r = r.clone();

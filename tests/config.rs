@@ -112,20 +112,50 @@ fn config_rejections_name_key_and_reason() {
     assert_err(parse(&format!("{base}[health]\nca_file = \"/nonexistent/ca.pem\"\n{site}")), f, "health.ca_file", "cannot read");
     assert_err(parse(&format!("{base}[health]\ncert_file = \"/etc/hostname\"\n{site}")), f, "health.key_file", "together");
     assert_err(parse(&format!("{base}[policy]\nall_down = \"panic\"\n{site}")), f, "policy.all_down", "serve-all");
-    assert_err(parse(&format!("{base}[policy]\npriority_step = 40000\n{site}{}{}", site.replace("dc1", "dc2"), site.replace("dc1", "dc3"))), f, "policy.priority_step", "exceeds 65535");
+    assert_err(
+        parse(&format!("{base}[policy]\npriority_step = 40000\n{site}{}{}", site.replace("dc1", "dc2"), site.replace("dc1", "dc3"))),
+        f,
+        "policy.priority_step",
+        "exceeds 65535",
+    );
     assert_err(parse(&format!("{base}[policy]\nlocal_priority = -1\n{site}")), f, "policy.local_priority", "");
     assert_err(parse(&format!("{base}[zone.extra]\n{site}")), f, "zone", "unknown field `extra`");
     assert_err(parse(&format!("[zone]\norigin = \"p.example.com.\"\nttl = 100000\n{site}")), f, "zone.ttl", "more than a day");
     let key = "[[tsig_key]]\nname = \"xfr.example.com\"\nsecret = \"yRPr8kRpp4nhc/MCU0Pk0WT4v15pZCrzppCBDmERLoY=\"\n";
     assert!(parse(&format!("{base}{site}{key}[[secondary]]\naddress = \"192.0.2.1\"\nkey = \"xfr.example.com\"\n")).is_ok());
-    assert_err(parse(&format!("{base}{site}{}", key.replace("hmac", "x").replace("secret =", "algorithm = \"hmac-md5\"\nsecret ="))), f, "tsig_key[0].algorithm", "not one of hmac-sha256");
+    assert_err(
+        parse(&format!("{base}{site}{}", key.replace("hmac", "x").replace("secret =", "algorithm = \"hmac-md5\"\nsecret ="))),
+        f,
+        "tsig_key[0].algorithm",
+        "not one of hmac-sha256",
+    );
     assert_err(parse(&format!("{base}{site}{}", key.replace("yRPr", "!!!!"))), f, "tsig_key[0].secret", "not base64");
-    assert_err(parse(&format!("{base}{site}{}", key.replace("yRPr8kRpp4nhc/MCU0Pk0WT4v15pZCrzppCBDmERLoY=", "c2hvcnQ="))), f, "tsig_key[0].secret", "too short");
+    assert_err(
+        parse(&format!("{base}{site}{}", key.replace("yRPr8kRpp4nhc/MCU0Pk0WT4v15pZCrzppCBDmERLoY=", "c2hvcnQ="))),
+        f,
+        "tsig_key[0].secret",
+        "too short",
+    );
     assert_err(parse(&format!("{base}{site}{key}{key}")), f, "tsig_key[1].name", "duplicate key");
     assert_err(parse(&format!("{base}{site}{}", key.replace("xfr.example.com", "bad..name"))), f, "tsig_key[0].name", "empty label");
-    assert_err(parse(&format!("{base}{site}{key}[[secondary]]\naddress = \"ns2.example.com\"\n")), f, "secondary[0].address", "is not \"ip\" or \"ip:port\"");
-    assert_err(parse(&format!("{base}{site}{key}[[secondary]]\naddress = \"192.0.2.1\"\nkey = \"other.example.com\"\n")), f, "secondary[0].key", "unknown tsig_key");
-    assert_err(parse(&format!("{base}{site}[[secondary]]\naddress = \"192.0.2.1\"\n[[secondary]]\naddress = \"192.0.2.1:53\"\n")), f, "secondary[1].address", "listed twice");
+    assert_err(
+        parse(&format!("{base}{site}{key}[[secondary]]\naddress = \"ns2.example.com\"\n")),
+        f,
+        "secondary[0].address",
+        "is not \"ip\" or \"ip:port\"",
+    );
+    assert_err(
+        parse(&format!("{base}{site}{key}[[secondary]]\naddress = \"192.0.2.1\"\nkey = \"other.example.com\"\n")),
+        f,
+        "secondary[0].key",
+        "unknown tsig_key",
+    );
+    assert_err(
+        parse(&format!("{base}{site}[[secondary]]\naddress = \"192.0.2.1\"\n[[secondary]]\naddress = \"192.0.2.1:53\"\n")),
+        f,
+        "secondary[1].address",
+        "listed twice",
+    );
     assert_err(parse(&format!("{base}{site}[[secondary]]\naddress = \"192.0.2.1\"\nnotify = \"yes\"\n")), f, "secondary[0].notify", "");
 }
 
@@ -138,14 +168,25 @@ fn registry_rejections_name_key_and_reason() {
     let dup = format!("{}{}", m("host = \"pm1.example.com\"\nsite = \"dc1\""), m("host = \"PM1.example.com.\"\nsite = \"dc2\""));
     assert_err(reg(&dup), f, "master[1].host", "duplicate master pm1.example.com:8140");
     // Same host on another port is a different master.
-    let two_ports = format!("{}{}", m("host = \"pm1.example.com\"\nsite = \"dc1\""), m("host = \"pm1.example.com\"\nsite = \"dc1\"\nport = 8141"));
+    let two_ports =
+        format!("{}{}", m("host = \"pm1.example.com\"\nsite = \"dc1\""), m("host = \"pm1.example.com\"\nsite = \"dc1\"\nport = 8141"));
     assert_eq!(reg(&two_ports).unwrap().masters.len(), 2);
     assert_err(reg(&m("host = \"pm9.dc1.puppet.example.test\"\nsite = \"dc1\"")), f, "master[0].addresses", "inside the zone");
-    assert_err(reg(&m("host = \"pm1.example.com\"\nsite = \"dc1\"\naddresses = [\"10.0.0.300\"]")), f, "master[0].addresses", "not an IP address");
+    assert_err(
+        reg(&m("host = \"pm1.example.com\"\nsite = \"dc1\"\naddresses = [\"10.0.0.300\"]")),
+        f,
+        "master[0].addresses",
+        "not an IP address",
+    );
     assert_err(reg(&m("host = \"pm 1.example.com\"\nsite = \"dc1\"")), f, "master[0].host", "letters, digits");
     assert_err(reg(&m("host = \"pm1.example.com\"\nsite = \"dc1\"\nport = 70000")), f, "master[0].port", "1..=65535");
     assert_err(reg(&m("host = \"pm1.example.com\"\nsite = \"dc1\"\nweight = -1")), f, "master[0].weight", "0..=65535");
-    assert_err(reg(&m("host = \"pm1.example.com\"\nsite = \"dc1\"\nroles = [\"compiler\"]")), f, "master[0].roles", "unknown role \"compiler\"");
+    assert_err(
+        reg(&m("host = \"pm1.example.com\"\nsite = \"dc1\"\nroles = [\"compiler\"]")),
+        f,
+        "master[0].roles",
+        "unknown role \"compiler\"",
+    );
     assert_err(reg(&m("host = \"pm1.example.com\"\nsite = \"dc1\"\nroles = []")), f, "master[0].roles", "at least one role");
     assert_err(reg(&m("host = \"pm1.example.com\"\nsite = \"dc1\"\ncheck = \"ping\"")), f, "master[0].check", "unknown check");
     assert_err(reg(&m("host = \"dc1.puppet.example.test\"\nsite = \"dc1\"\naddresses = [\"127.0.0.9\"]")), f, "master[0].host", "site dc1");
@@ -156,7 +197,8 @@ fn write_setup(zone: &str, registry: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let cfg = "[zone]\norigin = \"puppet.example.test.\"\nfile = \"z.zone\"\nnameservers = [\"ns1\"]\n\
          [server]\nstate_dir = \"state\"\nregistry = \"m.toml\"\ncontrol_socket = \"c.sock\"\n\
-         [[site]]\nname = \"dc1\"\n".to_string();
+         [[site]]\nname = \"dc1\"\n"
+        .to_string();
     std::fs::write(dir.path().join("srvd.toml"), cfg).unwrap();
     std::fs::write(dir.path().join("z.zone"), zone).unwrap();
     std::fs::write(dir.path().join("m.toml"), registry).unwrap();
@@ -171,7 +213,8 @@ fn load(zone: &str, registry: &str) -> Result<Inputs, ConfigError> {
 
 #[test]
 fn zone_file_errors_name_the_line() {
-    let ok = "; static\n$TTL 60\nns1 IN A 127.0.0.1\n@ IN TXT \"hello; not a comment\"\nmulti IN TXT ( \"a\"\n  \"b\" )\n     IN A 127.0.0.2\n";
+    let ok =
+        "; static\n$TTL 60\nns1 IN A 127.0.0.1\n@ IN TXT \"hello; not a comment\"\nmulti IN TXT ( \"a\"\n  \"b\" )\n     IN A 127.0.0.2\n";
     let i = load(ok, "").unwrap();
     assert_eq!(i.statics.len(), 4);
     assert_eq!(i.statics.iter().map(|s| s.line).collect::<Vec<_>>(), vec![3, 4, 5, 7]);
@@ -196,12 +239,9 @@ fn zone_file_errors_name_the_line() {
 
 #[test]
 fn in_zone_master_also_in_zone_file_is_rejected() {
-    let e = load(
-        "pm1 IN A 127.0.0.5\n",
-        "[[master]]\nhost = \"pm1.puppet.example.test\"\nsite = \"dc1\"\naddresses = [\"127.0.0.5\"]\n",
-    )
-    .map(|_| ())
-    .unwrap_err();
+    let e = load("pm1 IN A 127.0.0.5\n", "[[master]]\nhost = \"pm1.puppet.example.test\"\nsite = \"dc1\"\naddresses = [\"127.0.0.5\"]\n")
+        .map(|_| ())
+        .unwrap_err();
     assert!(e.file.ends_with("m.toml"), "{e}");
     assert_eq!(e.key, "master[0].host");
     assert!(e.reason.contains("zone file (line 1)"), "{e}");

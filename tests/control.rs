@@ -43,20 +43,11 @@ fn dead_port() -> u16 {
 }
 
 fn master(host: &str, site: &str, port: u16, extra: &str) -> String {
-    format!(
-        "[[master]]\nhost = \"{host}\"\nsite = \"{site}\"\nport = {port}\naddresses = [\"127.0.0.1\"]\ncheck = \"tcp\"\n{extra}\n"
-    )
+    format!("[[master]]\nhost = \"{host}\"\nsite = \"{site}\"\nport = {port}\naddresses = [\"127.0.0.1\"]\ncheck = \"tcp\"\n{extra}\n")
 }
 
 async fn srvctl_in(socket: &Path, args: &[&str]) -> Output {
-    tokio::process::Command::new(SRVCTL)
-        .arg("--socket")
-        .arg(socket)
-        .args(args)
-        .env_remove("SRVD_SOCKET")
-        .output()
-        .await
-        .unwrap()
+    tokio::process::Command::new(SRVCTL).arg("--socket").arg(socket).args(args).env_remove("SRVD_SOCKET").output().await.unwrap()
 }
 
 async fn srvctl(d: &TestDaemon, args: &[&str]) -> Output {
@@ -155,7 +146,11 @@ async fn changes_are_in_dns_when_acknowledged() {
 async fn add_master_pending_then_published() {
     let (d, live) = estate().await;
     // Without --wait: acknowledged as pending, on disk, not yet published.
-    let o = json(&d, &["add-master", "new1.example.com", "--site", "dc2", "--port", &live.to_string(), "--address", "127.0.0.1", "--check", "tcp"]).await;
+    let o = json(
+        &d,
+        &["add-master", "new1.example.com", "--site", "dc2", "--port", &live.to_string(), "--address", "127.0.0.1", "--check", "tcp"],
+    )
+    .await;
     let ch = &o["ok"];
     assert_eq!(ch["action"], "add-master");
     assert_eq!(ch["changed"], true);
@@ -172,7 +167,25 @@ async fn add_master_pending_then_published() {
     assert!(std::fs::read_to_string(d.path("masters.toml")).unwrap().contains("host = \"new1.example.com\""));
 
     // --wait on a live master: exit 0 once published, and it is in DNS.
-    let o = srvctl(&d, &["add-master", "new2.example.com", "--site", "dc2", "--port", &live.to_string(), "--address", "127.0.0.1", "--check", "tcp", "--wait", "--timeout", "10s"]).await;
+    let o = srvctl(
+        &d,
+        &[
+            "add-master",
+            "new2.example.com",
+            "--site",
+            "dc2",
+            "--port",
+            &live.to_string(),
+            "--address",
+            "127.0.0.1",
+            "--check",
+            "tcp",
+            "--wait",
+            "--timeout",
+            "10s",
+        ],
+    )
+    .await;
     let out = ok(&o);
     assert!(out.contains("published"), "{out}");
     let r = records(&d, "_x-puppet._tcp.dc2.puppet.example.test.").await;
@@ -180,7 +193,25 @@ async fn add_master_pending_then_published() {
 
     // --wait on a dead master: exit 1 with the check's reason; it stays registered.
     let dead = dead_port().to_string();
-    let o = srvctl(&d, &["add-master", "dead.example.com", "--site", "dc2", "--port", &dead, "--address", "127.0.0.1", "--check", "tcp", "--wait", "--timeout", "10s"]).await;
+    let o = srvctl(
+        &d,
+        &[
+            "add-master",
+            "dead.example.com",
+            "--site",
+            "dc2",
+            "--port",
+            &dead,
+            "--address",
+            "127.0.0.1",
+            "--check",
+            "tcp",
+            "--wait",
+            "--timeout",
+            "10s",
+        ],
+    )
+    .await;
     assert_eq!(code(&o), 1, "{}{}", text(&o.stdout), text(&o.stderr));
     let err = text(&o.stderr);
     assert!(err.contains("not published") && err.contains("down"), "{err}");
@@ -328,7 +359,11 @@ async fn comments_survive_add_and_remove() {
     let (d, live) = estate().await;
     let path = d.path("masters.toml");
     let original = std::fs::read_to_string(&path).unwrap();
-    ok(&srvctl(&d, &["add-master", "m4.example.com", "--site", "dc2", "--port", &live.to_string(), "--address", "127.0.0.1", "--check", "tcp"]).await);
+    ok(&srvctl(
+        &d,
+        &["add-master", "m4.example.com", "--site", "dc2", "--port", &live.to_string(), "--address", "127.0.0.1", "--check", "tcp"],
+    )
+    .await);
     let after_add = std::fs::read_to_string(&path).unwrap();
     assert!(after_add.starts_with(original.trim_end_matches("# trailing remark\n")), "{after_add}");
     assert!(after_add.contains("# trailing remark"), "{after_add}");
@@ -421,7 +456,9 @@ async fn stale_socket_is_replaced_live_one_is_not() {
 #[tokio::test]
 async fn drain_and_set_weight_keep_health_history() {
     let (d, _) = estate().await;
-    let m2 = |st: &serde_json::Value| st["ok"]["masters"].as_array().unwrap().iter().find(|m| m["host"] == "m2.example.com").unwrap()["health"][0].clone();
+    let m2 = |st: &serde_json::Value| {
+        st["ok"]["masters"].as_array().unwrap().iter().find(|m| m["host"] == "m2.example.com").unwrap()["health"][0].clone()
+    };
     // Wait until the first check has been recorded.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let before = loop {

@@ -66,11 +66,7 @@ async fn site_srv_answer_is_authoritative_with_local_first_and_glue() {
         add.sort();
         assert_eq!(
             add,
-            vec![
-                "pm1.dc1.puppet.example.test. 127.0.1.11",
-                "pm1.dc1.puppet.example.test. ::1",
-                "pm1.dc2.puppet.example.test. 127.0.1.21",
-            ]
+            vec!["pm1.dc1.puppet.example.test. 127.0.1.11", "pm1.dc1.puppet.example.test. ::1", "pm1.dc2.puppet.example.test. 127.0.1.21",]
         );
     }
     // dc3 fails over to dc2 first, then dc1.
@@ -112,7 +108,12 @@ async fn negative_answers_carry_the_soa() {
         let m = q(n("_x-puppet._tcp.dc9"), RecordType::SRV).await;
         assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
         // NODATA: existing name, other type; and empty non-terminals.
-        for (name, t) in [(n("_x-puppet._tcp.dc1"), RecordType::A), (n("dc1"), RecordType::A), (n("_tcp.dc1"), RecordType::SRV), (n("_tcp"), RecordType::TXT)] {
+        for (name, t) in [
+            (n("_x-puppet._tcp.dc1"), RecordType::A),
+            (n("dc1"), RecordType::A),
+            (n("_tcp.dc1"), RecordType::SRV),
+            (n("_tcp"), RecordType::TXT),
+        ] {
             let m = q(name.clone(), t).await;
             assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{name}");
             assert!(m.metadata.authoritative, "{name}");
@@ -344,9 +345,7 @@ async fn dig_sees_authoritative_answers() {
     assert!(first.contains("10 10 8140 pm1.dc2.puppet.example.test."), "local first: {first}");
 
     // Plain UDP without EDNS, big answer: dig gets TC and retries over TCP by itself.
-    let out = tokio::task::spawn_blocking(move || dig(addr, &["+noedns", "_x-puppet._tcp.dc1.puppet.example.test", "SRV"]))
-        .await
-        .unwrap();
+    let out = tokio::task::spawn_blocking(move || dig(addr, &["+noedns", "_x-puppet._tcp.dc1.puppet.example.test", "SRV"])).await.unwrap();
     assert!(out.contains("Truncated, retrying in TCP mode"), "{out}");
     assert!(out.contains("ANSWER: 24,"), "{out}");
     assert!(out.contains("(TCP)"), "{out}");

@@ -46,7 +46,17 @@ fn fast_path_matches_general_path() {
         let snap = p.snapshot();
         let mut names: Vec<String> = snap.nodes.keys().map(|n| n.to_string()).collect();
         names.extend(["nope.puppet.example.test.".into(), "www.example.com.".into(), ".".into()]);
-        let types = [RecordType::SRV, RecordType::A, RecordType::AAAA, RecordType::SOA, RecordType::NS, RecordType::TXT, RecordType::MX, RecordType::ANY, RecordType::CAA];
+        let types = [
+            RecordType::SRV,
+            RecordType::A,
+            RecordType::AAAA,
+            RecordType::SOA,
+            RecordType::NS,
+            RecordType::TXT,
+            RecordType::MX,
+            RecordType::ANY,
+            RecordType::CAA,
+        ];
         let (mut fast_hits, mut total) = (0, 0);
         for (ni, name) in names.iter().enumerate() {
             for t in types {

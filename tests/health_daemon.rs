@@ -9,7 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::mock_master::{Behaviour, MockMaster, TestCa};
-use common::{TestDaemon, BASE_CONFIG, srv};
+use common::{BASE_CONFIG, TestDaemon, srv};
 use hickory_proto::rr::RecordType;
 use srvd::registry::{MasterKey, Role};
 

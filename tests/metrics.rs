@@ -144,7 +144,11 @@ async fn dns_counters_are_exact() {
     assert_eq!(total, 10.0, "no other response counted");
     assert_eq!(got["srvd_zone_serial"], f64::from(d.serial()));
     assert_eq!(got["srvd_build_info{version=\"0.1.0\"}"], 1.0);
-    assert_eq!(got["srvd_masters{site=\"dc1\",role=\"puppet\",state=\"up\"}"] + got["srvd_masters{site=\"dc1\",role=\"puppet\",state=\"unchecked\"}"], 20.0);
+    assert_eq!(
+        got["srvd_masters{site=\"dc1\",role=\"puppet\",state=\"up\"}"]
+            + got["srvd_masters{site=\"dc1\",role=\"puppet\",state=\"unchecked\"}"],
+        20.0
+    );
     assert_eq!(got["srvd_master_up{master=\"compiler-07.dc1.puppet.example.test:8140\",site=\"dc1\",role=\"puppet\"}"], 1.0);
     assert_eq!(got["srvd_master_drained{master=\"compiler-07.dc1.puppet.example.test:8140\",site=\"dc1\"}"], 0.0);
 }

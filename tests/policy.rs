@@ -68,10 +68,7 @@ fn states(list: &[(&str, Role, Health)]) -> HealthStates {
 
 /// (priority, weight, port, short host) of an answer.
 fn recs(a: &RoleAnswer) -> Vec<(u16, u16, u16, String)> {
-    a.records
-        .iter()
-        .map(|t| (t.priority, t.weight, t.port, t.target.to_string().split('.').next().unwrap().to_string()))
-        .collect()
+    a.records.iter().map(|t| (t.priority, t.weight, t.port, t.target.to_string().split('.').next().unwrap().to_string())).collect()
 }
 
 fn find<'a>(answers: &'a [RoleAnswer], site: Option<&str>, role: Role) -> &'a RoleAnswer {
@@ -184,11 +181,7 @@ fn ca_is_single_active_in_site_order_by_default() {
         (vec![("ca1", Role::Ca, Health::Down)], "ca2", Mode::Normal),
         (vec![("ca1", Role::Ca, Health::Down), ("ca2", Role::Ca, Health::Down)], "ca3", Mode::Normal),
         // ca3 is down for CA but up as a compiler: not the CA.
-        (
-            vec![("ca1", Role::Ca, Health::Pending), ("ca2", Role::Ca, Health::Down), ("ca3", Role::Ca, Health::Down)],
-            "ca1",
-            Mode::AllDown,
-        ),
+        (vec![("ca1", Role::Ca, Health::Pending), ("ca2", Role::Ca, Health::Down), ("ca3", Role::Ca, Health::Down)], "ca1", Mode::AllDown),
     ];
     for (st, want, mode) in cases {
         let all = policy::compute(&cfg, &reg, &states(&st));

@@ -329,7 +329,8 @@ async fn puppet_order_drops_sick_masters_that_puppet_would_use() {
     let pm1 = MockMaster::start(&ca, &fq("pm1.dc1")).await;
     let pm2 = MockMaster::start(&ca, &fq("pm2.dc1")).await;
     let dc2 = MockMaster::start(&ca, &fq("pm1.dc2")).await;
-    let reg = [pm1.registry_entry("dc1", &["puppet"]), pm2.registry_entry("dc1", &["puppet"]), dc2.registry_entry("dc2", &["puppet"])].concat();
+    let reg =
+        [pm1.registry_entry("dc1", &["puppet"]), pm2.registry_entry("dc1", &["puppet"]), dc2.registry_entry("dc2", &["puppet"])].concat();
     let health = FAST_HEALTH.replace("[health]", "[health]\nca_file = \"{dir}/ca.pem\"");
     let d = TestDaemon::start_in(dir, &format!("{BASE_CONFIG}{health}"), &reg).await.expect("daemon starts");
     let dc1 = || async { puppet_order(d.addr, &[spec(Some("dc1"), "puppet")], 4).await.remove(0).group_sets() };

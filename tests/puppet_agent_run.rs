@@ -364,12 +364,8 @@ impl Estate {
 
     /// One `puppet agent --test` in the namespace; returns its output.
     async fn agent_run(&self) -> String {
-        let run = self
-            .ns
-            .cmd("puppet")
-            .args(["agent", "--test", "--debug", "--color=false", "--confdir"])
-            .arg(self.dir.join("conf"))
-            .output();
+        let run =
+            self.ns.cmd("puppet").args(["agent", "--test", "--debug", "--color=false", "--confdir"]).arg(self.dir.join("conf")).output();
         let out = tokio::time::timeout(Duration::from_secs(60), run).await.expect("agent run ends in 60 s").expect("puppet runs");
         // The mock masters answer 500: the run fails (exit 1) after reaching them.
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
@@ -428,10 +424,7 @@ async fn agent_run_fails_over_when_srvd_drops_the_master_and_comes_back() {
     e.pm1.kill().await;
     e.wait_answer(&[PM2]).await;
     let out = e.assert_run_reaches(&e.pm2, &e.pm1).await;
-    assert!(
-        !out.contains(&format!("Yielding next server of {PM1}")),
-        "srvd had dropped {PM1}, the agent must not try it:\n{out}"
-    );
+    assert!(!out.contains(&format!("Yielding next server of {PM1}")), "srvd had dropped {PM1}, the agent must not try it:\n{out}");
     assert!(!out.contains("trying next route"), "no failed connect needed:\n{out}");
 
     e.pm1.spawn(&e.ns, &e.dir).await;

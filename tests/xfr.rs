@@ -220,7 +220,8 @@ async fn transferred_records_are_the_served_records() {
     let rrsets: BTreeSet<(String, RecordType)> = body.iter().map(|r| (r.name.to_string(), r.record_type())).collect();
     assert!(rrsets.iter().any(|(_, t)| *t == RecordType::SRV));
     for (name, rtype) in rrsets {
-        let want: BTreeSet<String> = body.iter().filter(|r| r.name.to_string() == name && r.record_type() == rtype).map(|r| r.to_string()).collect();
+        let want: BTreeSet<String> =
+            body.iter().filter(|r| r.name.to_string() == name && r.record_type() == rtype).map(|r| r.to_string()).collect();
         let got: BTreeSet<String> = d.tcp(&name, rtype).await.answers.iter().map(|r| r.to_string()).collect();
         assert_eq!(got, want, "{name} {rtype}");
     }
@@ -250,7 +251,10 @@ async fn transferred_records_are_the_served_records() {
 async fn a_large_zone_goes_in_several_signed_messages() {
     let mut reg = String::new();
     for i in 0..250 {
-        reg.push_str(&format!("[[master]]\nhost = \"pm{i}.example.com\"\nsite = \"dc{}\"\nroles = [\"puppet\", \"report\", \"fileserver\"]\n", 1 + i % 3));
+        reg.push_str(&format!(
+            "[[master]]\nhost = \"pm{i}.example.com\"\nsite = \"dc{}\"\nroles = [\"puppet\", \"report\", \"fileserver\"]\n",
+            1 + i % 3
+        ));
     }
     let d = TestDaemon::start_all_up(&acl_config(), &reg).await;
     let t = axfr(ip("127.0.0.1"), d.addr, Some(&key1())).await;
@@ -324,11 +328,7 @@ fn serial_of(m: &Message) -> u32 {
 #[tokio::test]
 async fn notify_is_sent_on_change_and_retried_until_acknowledged() {
     let sec = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let config = format!(
-        "{BASE_CONFIG}\n{}\n[[secondary]]\naddress = \"{}\"\nkey = \"{KEY1}\"\n",
-        keys(),
-        sec.local_addr().unwrap()
-    );
+    let config = format!("{BASE_CONFIG}\n{}\n[[secondary]]\naddress = \"{}\"\nkey = \"{KEY1}\"\n", keys(), sec.local_addr().unwrap());
     let d = TestDaemon::start_all_up(&config, REGISTRY).await;
     let serial = d.serial();
     // At start: NOTIFY with the current serial; unanswered, it comes again.
@@ -409,7 +409,10 @@ fn free_port() -> u16 {
 }
 
 fn start_named(port: u16, primary: SocketAddr) -> Named {
-    let named = ["/usr/sbin/named", "/usr/bin/named"].into_iter().find(|p| Path::new(p).exists()).expect("named is installed (make deps installs bind9)");
+    let named = ["/usr/sbin/named", "/usr/bin/named"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("named is installed (make deps installs bind9)");
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().display();
     let conf = format!(
@@ -497,10 +500,7 @@ async fn assert_same_srv_answers(srvd: SocketAddr, named: &Named) {
 #[tokio::test]
 async fn bind_secondary_transfers_and_follows_notify() {
     let port = free_port();
-    let config = format!(
-        "{BASE_CONFIG}\n{}\n[[secondary]]\naddress = \"127.0.0.1:{port}\"\nkey = \"{KEY1}\"\n",
-        keys()
-    );
+    let config = format!("{BASE_CONFIG}\n{}\n[[secondary]]\naddress = \"127.0.0.1:{port}\"\nkey = \"{KEY1}\"\n", keys());
     let d = TestDaemon::start_all_up(&config, REGISTRY).await;
     let named = start_named(port, d.addr);
 

@@ -131,13 +131,7 @@ fn change(c: &ChangeReport) -> String {
     let mut out = String::new();
     let what = match (c.action.as_str(), c.changed) {
         (_, false) => format!("unchanged: {id}"),
-        ("add-master", _) => format!(
-            "added {id} (site {}, roles {}, weight {}, check {})",
-            m.site,
-            m.roles.join(","),
-            m.weight,
-            m.check
-        ),
+        ("add-master", _) => format!("added {id} (site {}, roles {}, weight {}, check {})", m.site, m.roles.join(","), m.weight, m.check),
         ("remove-master", _) => format!("removed {id} (site {})", m.site),
         ("drain", _) => format!("drained {id}: out of the answers"),
         ("undrain", _) => format!("undrained {id}: back in the answers when up"),
@@ -223,7 +217,11 @@ fn status(s: &StatusReport) -> String {
     ));
     for m in s.masters.iter().filter(|m| m.master.drained) {
         if let (Some(since), Some(exp)) = (m.drained_since, m.answers_expire) {
-            let verdict = if m.safe_to_stop { "safe to stop now".to_string() } else { format!("safe to stop in {}", fmt_span(exp.saturating_sub(now).max(1))) };
+            let verdict = if m.safe_to_stop {
+                "safe to stop now".to_string()
+            } else {
+                format!("safe to stop in {}", fmt_span(exp.saturating_sub(now).max(1)))
+            };
             let _ = writeln!(
                 out,
                 "{} drained at {}; cached answers naming it expire at {}: {verdict}",
@@ -263,7 +261,8 @@ fn explain(e: &ExplainReport) -> String {
 }
 
 fn reload(r: &ReloadReport) -> String {
-    let mut out = format!("reloaded: serial {}{}\n", r.serial, if r.changed { " (published data changed)" } else { " (published data unchanged)" });
+    let mut out =
+        format!("reloaded: serial {}{}\n", r.serial, if r.changed { " (published data changed)" } else { " (published data unchanged)" });
     for (what, list) in [("added", &r.added), ("removed", &r.removed), ("modified", &r.modified)] {
         if !list.is_empty() {
             let _ = writeln!(out, "  {what}: {}", list.join(", "));

@@ -52,9 +52,7 @@ impl Client {
     /// Sends one request and waits for its response.
     pub fn call(&mut self, req: &Request) -> Result<Response, ClientError> {
         let timeout = match req {
-            Request::AddMaster(a) if a.wait => {
-                a.wait_timeout_ms.map_or(super::DEFAULT_WAIT, Duration::from_millis) + REPLY_TIMEOUT
-            }
+            Request::AddMaster(a) if a.wait => a.wait_timeout_ms.map_or(super::DEFAULT_WAIT, Duration::from_millis) + REPLY_TIMEOUT,
             _ => REPLY_TIMEOUT,
         };
         self.reader.get_ref().set_read_timeout(Some(timeout))?;

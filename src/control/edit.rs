@@ -6,8 +6,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use super::proto::{AddMaster, ChangeReport, Failure, ReloadReport, Reply, Request, Response};
 use super::Control;
+use super::proto::{AddMaster, ChangeReport, Failure, ReloadReport, Reply, Request, Response};
 use crate::config::{Config, ConfigError};
 use crate::fsutil::write_atomic;
 use crate::policy::{Health, HealthStates};
@@ -107,10 +107,7 @@ impl Control {
                     return Response::Error(Failure::new(e.to_string()));
                 }
                 if !m.drained {
-                    notes.push(format!(
-                        "it was not drained: cached answers may name it for up to {}s (zone ttl)",
-                        config.zone.ttl
-                    ));
+                    notes.push(format!("it was not drained: cached answers may name it for up to {}s (zone ttl)", config.zone.ttl));
                 }
                 (m.key(), true)
             }
@@ -128,7 +125,10 @@ impl Control {
                         return Response::Error(Failure::new(e.to_string()));
                     }
                     if want {
-                        notes.push(format!("still checked; safe to stop once cached answers expire ({}s, see `srvctl status`)", config.zone.ttl));
+                        notes.push(format!(
+                            "still checked; safe to stop once cached answers expire ({}s, see `srvctl status`)",
+                            config.zone.ttl
+                        ));
                     }
                     (m.key(), true)
                 }
@@ -302,11 +302,6 @@ fn new_master(a: &AddMaster, config: &Config, registry: &Registry) -> Result<Mas
 fn diff(old: &Registry, new: &Registry) -> (Vec<String>, Vec<String>, Vec<String>) {
     let added = new.masters.iter().filter(|m| old.get(&m.key()).is_none()).map(|m| m.key().to_string()).collect();
     let removed = old.masters.iter().filter(|m| new.get(&m.key()).is_none()).map(|m| m.key().to_string()).collect();
-    let modified = new
-        .masters
-        .iter()
-        .filter(|m| old.get(&m.key()).is_some_and(|o| o != *m))
-        .map(|m| m.key().to_string())
-        .collect();
+    let modified = new.masters.iter().filter(|m| old.get(&m.key()).is_some_and(|o| o != *m)).map(|m| m.key().to_string()).collect();
     (added, removed, modified)
 }

@@ -4,8 +4,8 @@
 use std::time::SystemTime;
 
 use super::proto::{
-    CheckResult, ExplainReport, Failure, MasterInfo, MasterStatus, MasterVerdict, MastersReport, NameExplain, RoleHealth,
-    SrvRecord, StatusReport,
+    CheckResult, ExplainReport, Failure, MasterInfo, MasterStatus, MasterVerdict, MastersReport, NameExplain, RoleHealth, SrvRecord,
+    StatusReport,
 };
 use super::{Control, unix};
 use crate::config::Config;
@@ -42,10 +42,7 @@ pub(super) fn last_check_detail(c: &Control, key: &MasterKey, role: Role) -> Opt
 }
 
 fn published(snap: &Snapshot, key: &MasterKey, role: Role) -> bool {
-    snap.answers
-        .iter()
-        .filter(|a| a.role == role)
-        .any(|a| a.records.iter().any(|r| r.target == key.host && r.port == key.port))
+    snap.answers.iter().filter(|a| a.role == role).any(|a| a.records.iter().any(|r| r.target == key.host && r.port == key.port))
 }
 
 impl Control {

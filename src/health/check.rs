@@ -116,8 +116,7 @@ pub struct TlsError {
 }
 
 /// Trust stores tried when `health.ca_file` is not set.
-const SYSTEM_BUNDLES: [&str; 3] =
-    ["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem"];
+const SYSTEM_BUNDLES: [&str; 3] = ["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem"];
 
 /// Builds the checker's TLS client config from `[health]`: roots from
 /// `ca_file` (else the system bundle), client identity from

@@ -138,8 +138,7 @@ struct Running {
 async fn supervise(ctx: Arc<Ctx>, opts: Options, tracker: TaskTracker, shutdown: CancellationToken) {
     let mut generation = ctx.publisher.generation();
     let mut running: HashMap<(MasterKey, Probe), Running> = HashMap::new();
-    let mut since_restored: HashMap<(MasterKey, Role), SystemTime> =
-        opts.stored.states.iter().map(|(k, (_, t))| (k.clone(), *t)).collect();
+    let mut since_restored: HashMap<(MasterKey, Role), SystemTime> = opts.stored.states.iter().map(|(k, (_, t))| (k.clone(), *t)).collect();
     let mut current_cfg: Option<HealthConfig> = None;
     let mut timing = None;
     loop {
@@ -180,9 +179,7 @@ async fn supervise(ctx: Arc<Ctx>, opts: Options, tracker: TaskTracker, shutdown:
             }
             keep
         });
-        ctx.board.retain(|k, role, probe| {
-            wanted.get(&(k.clone(), probe)).is_some_and(|(_, roles)| roles.contains(&role))
-        });
+        ctx.board.retain(|k, role, probe| wanted.get(&(k.clone(), probe)).is_some_and(|(_, roles)| roles.contains(&role)));
         for (k, (m, roles)) in wanted {
             if running.contains_key(&k) {
                 continue;
@@ -195,13 +192,7 @@ async fn supervise(ctx: Arc<Ctx>, opts: Options, tracker: TaskTracker, shutdown:
                 ctx.board.insert(&k.0, *r, k.1, *p, since);
             }
             let check = opts.factory.make(m, k.1);
-            tracker.spawn(run_probe(
-                ctx.clone(),
-                ProbeSpec { key: k.0.clone(), roles, phases },
-                check,
-                timing.clone(),
-                token.clone(),
-            ));
+            tracker.spawn(run_probe(ctx.clone(), ProbeSpec { key: k.0.clone(), roles, phases }, check, timing.clone(), token.clone()));
             running.insert(k, Running { master: m.clone(), token });
         }
 

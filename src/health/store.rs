@@ -115,10 +115,7 @@ pub fn encode(states: &HealthStates, since: impl Fn(&MasterKey, Role) -> Option<
             port: k.port,
             role: *r,
             state: (*h).into(),
-            since: since(k, *r)
-                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
+            since: since(k, *r).and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_secs()).unwrap_or(0),
         })
         .collect();
     entries.sort_by(|a, b| (&a.host, a.port, a.role).cmp(&(&b.host, b.port, b.role)));

@@ -61,8 +61,7 @@ impl Outcome {
     /// callers only compare groups: the order inside a group is Puppet's
     /// weighted random choice.
     pub fn groups(&self) -> Vec<Vec<BTreeSet<String>>> {
-        let prio: BTreeMap<(String, u16), u16> =
-            self.used().iter().map(|r| ((r.target.clone(), r.port), r.priority)).collect();
+        let prio: BTreeMap<(String, u16), u16> = self.used().iter().map(|r| ((r.target.clone(), r.port), r.priority)).collect();
         self.orders
             .iter()
             .map(|order| {
@@ -131,10 +130,8 @@ pub async fn puppet_order(ns: SocketAddr, specs: &[String], repeat: usize) -> Ve
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "srv_order.rb failed: {}\n{stderr}", out.status);
     let stdout = String::from_utf8(out.stdout).unwrap();
-    let res: Vec<Outcome> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad line {l:?}: {e}\n{stderr}")))
-        .collect();
+    let res: Vec<Outcome> =
+        stdout.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad line {l:?}: {e}\n{stderr}"))).collect();
     assert_eq!(res.len(), specs.len(), "one result per spec: {stdout}\n{stderr}");
     res
 }
