@@ -2,8 +2,9 @@
 //! (AA, REFUSED outside the zone, NXDOMAIN/NODATA with SOA, additional A/AAAA
 //! for in-zone targets), EDNS (BADVERS, payload limits) and truncation.
 //!
-//! [`answer`] takes the raw query bytes and returns the raw response bytes, so
-//! the UDP path, the TCP path and tests share one implementation.
+//! [`resolve_from`] works out the response to raw query bytes and [`encode`]
+//! turns it into bytes, so the UDP path ([`answer_counted`]), the TCP path
+//! and tests share one implementation.
 
 use hickory_proto::op::{Edns, Message, MessageType, Metadata, OpCode, Query, ResponseCode};
 use std::net::IpAddr;
@@ -44,22 +45,10 @@ pub struct Reply {
     pub transfer: bool,
 }
 
-/// Answers one raw query. `None` means: send nothing (not a query, or too
-/// broken to say anything about).
-pub fn answer(snap: &Snapshot, query: &[u8], transport: Transport) -> Option<Vec<u8>> {
-    answer_from(snap, query, transport, None)
-}
-
-/// Like [`answer`], for a client at `src` (which decides zone transfers).
-pub fn answer_from(snap: &Snapshot, query: &[u8], transport: Transport, src: Option<IpAddr>) -> Option<Vec<u8>> {
-    if let Some(bytes) = snap.fast.answer(query, transport) {
-        return Some(bytes);
-    }
-    let reply = resolve_from(snap, query, transport, src)?;
-    Some(encode(&reply))
-}
-
-/// Like [`answer_from`], and counts the answer (or the silence) in `shard`.
+/// Answers one raw query from a client at `src` (which decides zone
+/// transfers), fast path first, and counts the answer (or the silence) in
+/// `shard`. `None` means: send nothing (not a query, or too broken to say
+/// anything about).
 /// This is the UDP hot path: the counting is two or three relaxed atomic
 /// increments on the worker's own shard.
 pub fn answer_counted(snap: &Snapshot, query: &[u8], transport: Transport, src: Option<IpAddr>, shard: &Shard) -> Option<Vec<u8>> {

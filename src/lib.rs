@@ -9,7 +9,7 @@
 //!            policy::compute (pure)  ->  zone::Snapshot (immutable, Arc)
 //!                                              │ ArcSwap
 //!                                              v
-//!                        server (UDP loop, TCP via hickory-server) -> dns::answer
+//!              server (UDP worker threads, TCP via hickory-server) -> fast / dns
 //!                              │                     └─ AXFR to secondaries (xfr, tsig)
 //!                              └─ serial watch -> notify (NOTIFY to secondaries)
 //! ```

@@ -43,6 +43,15 @@ pub fn parse_absolute(s: &str) -> Result<Name, String> {
     Ok(n)
 }
 
+/// A name as operators write it: without the trailing dot.
+pub fn host_string(n: &Name) -> String {
+    let mut s = n.to_string();
+    if s.len() > 1 && s.ends_with('.') {
+        s.pop();
+    }
+    s
+}
+
 /// Like [`parse_absolute`], but a name without a trailing dot and without any
 /// dot at all ("ns1") is taken relative to `origin`.
 pub fn parse_relative_to(s: &str, origin: &Name) -> Result<Name, String> {
@@ -91,10 +100,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-/// Renders a duration the way the config accepts it.
+/// Renders a duration the way the config accepts it: "1s", "250ms", "1.5s".
 pub fn fmt_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms.is_multiple_of(1000) { format!("{}s", ms / 1000) } else { format!("{ms}ms") }
+    if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else if ms < 1000 {
+        format!("{ms}ms")
+    } else {
+        format!("{}s", d.as_secs_f64())
+    }
 }
 
 #[cfg(test)]

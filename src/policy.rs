@@ -41,7 +41,7 @@ pub struct SrvTarget {
 }
 
 fn ser_name<S: serde::Serializer>(n: &Name, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(n.to_string().trim_end_matches('.'))
+    s.serialize_str(&crate::names::host_string(n))
 }
 
 /// Why a master is, or is not, in an answer.

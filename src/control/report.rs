@@ -9,13 +9,10 @@ use super::proto::{
 };
 use super::{Control, unix};
 use crate::config::Config;
+use crate::names::host_string;
 use crate::policy::{Health, Mode, RoleAnswer, Verdict, health_of};
 use crate::registry::{Master, MasterKey, Role};
 use crate::zone::Snapshot;
-
-fn host_str(n: &hickory_proto::rr::Name) -> String {
-    n.to_string().trim_end_matches('.').to_string()
-}
 
 pub(super) fn info(m: &Master) -> MasterInfo {
     MasterInfo {
@@ -162,7 +159,7 @@ impl Control {
                     records: a
                         .records
                         .iter()
-                        .map(|r| SrvRecord { priority: r.priority, weight: r.weight, port: r.port, target: host_str(&r.target) })
+                        .map(|r| SrvRecord { priority: r.priority, weight: r.weight, port: r.port, target: host_string(&r.target) })
                         .collect(),
                     masters,
                 }
@@ -198,7 +195,7 @@ impl Control {
             Verdict::Pending => (false, "pending", None, None, "waiting for its first health check".into()),
             Verdict::Drained => (false, "drained", None, None, "drained by an operator (still checked)".into()),
             Verdict::StandbyCa => {
-                let active = a.records.first().map(|r| host_str(&r.target)).unwrap_or_else(|| "another CA".into());
+                let active = a.records.first().map(|r| host_string(&r.target)).unwrap_or_else(|| "another CA".into());
                 (false, "standby-ca", None, None, format!("up, standby: only one CA is published ({active} is active)"))
             }
             Verdict::AllDownEmpty => (

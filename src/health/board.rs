@@ -128,7 +128,7 @@ impl HealthBoard {
 
     pub(crate) fn insert(&self, key: &MasterKey, role: Role, probe: Probe, phase: Phase, since: SystemTime) {
         let st = RoleStatus {
-            host: key.host.to_string().trim_end_matches('.').to_string(),
+            host: crate::names::host_string(&key.host),
             port: key.port,
             role,
             probe,

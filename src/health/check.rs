@@ -431,14 +431,5 @@ fn tls_reason(e: &rustls::Error, host: &str) -> String {
     }
 }
 
-/// "1s", "250ms", "1.5s": how durations appear in reasons.
-pub fn fmt_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms.is_multiple_of(1000) {
-        format!("{}s", ms / 1000)
-    } else if ms < 1000 {
-        format!("{ms}ms")
-    } else {
-        format!("{}s", d.as_secs_f64())
-    }
-}
+/// How durations appear in reasons ("1s", "250ms", "1.5s").
+pub use crate::names::fmt_duration;

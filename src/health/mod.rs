@@ -229,7 +229,7 @@ struct ProbeSpec {
 /// Checks one (master, probe) until cancelled.
 async fn run_probe(ctx: Arc<Ctx>, spec: ProbeSpec, mut check: Box<dyn Check>, timing: Timing, token: CancellationToken) {
     let ProbeSpec { key, roles, phases } = spec;
-    let host = key.host.to_string().trim_end_matches('.').to_string();
+    let host = crate::names::host_string(&key.host);
     let mut hs: Vec<Hysteresis> = phases.iter().map(|p| Hysteresis::new(*p)).collect();
     let timeout_reason = format!("timeout after {}", check::fmt_duration(timing.timeout));
 

@@ -111,7 +111,7 @@ pub fn encode(states: &HealthStates, since: impl Fn(&MasterKey, Role) -> Option<
     let mut entries: Vec<Entry> = states
         .iter()
         .map(|((k, r), h)| Entry {
-            host: k.host.to_string().trim_end_matches('.').to_string(),
+            host: crate::names::host_string(&k.host),
             port: k.port,
             role: *r,
             state: (*h).into(),

@@ -125,7 +125,7 @@ pub fn render(s: &Sources) -> String {
         let core = s.publisher.lock();
         for m in &core.inputs.registry.masters {
             let key = m.key();
-            let host = key.host.to_string().trim_end_matches('.').to_string();
+            let host = crate::names::host_string(&key.host);
             for &role in &m.roles {
                 let health = health_of(&core.health, &key, role);
                 let state = board.get(&(host.clone(), key.port, role)).copied().unwrap_or(match core.health.get(&(key.clone(), role)) {
