@@ -101,7 +101,7 @@ pub async fn start_with(
     let health_opts = crate::health::Options { factory, stored, jitter: crate::health::DEFAULT_JITTER };
     let health_board = crate::health::spawn(publisher.clone(), health_opts, &tracker, shutdown.clone());
     let control_socket = control::server::bind(&cfg.server.control_socket)?;
-    let control = Control::new(publisher.clone()).map_err(|e| ConfigError::new(&cfg.server.registry, "-", format!("cannot read: {e}")))?;
+    let control = Control::new(publisher.clone());
     control.set_health_board(health_board.clone());
     control::server::spawn(control_socket, control.clone(), &tracker, shutdown.clone());
     let dns_addrs = sockets.local_addrs();

@@ -5,19 +5,17 @@
 //! The inputs sit behind a plain mutex that is never held across an await;
 //! the DNS side only ever loads the snapshot `Arc`.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
-use hickory_proto::rr::LowerName;
 use tokio::sync::watch;
 
 use crate::config::{Config, ConfigError};
 use crate::policy::{self, HealthStates};
 use crate::registry::Registry;
 use crate::state::{StateDir, next_serial};
-use crate::zone::{self, Node, Snapshot};
+use crate::zone::{self, Snapshot};
 use crate::zonefile::{self, StaticRecord};
 
 /// Everything loaded from files, validated together.
@@ -26,6 +24,9 @@ pub struct Inputs {
     pub config: Arc<Config>,
     pub statics: Vec<StaticRecord>,
     pub registry: Registry,
+    /// The registry file's text `registry` was parsed from (`None`: no file,
+    /// or parts assembled in memory).
+    pub registry_text: Option<String>,
 }
 
 impl Inputs {
@@ -35,8 +36,10 @@ impl Inputs {
             Some(p) => zonefile::load(p, &config.zone.origin, config.zone.ttl)?,
             None => vec![],
         };
-        let registry = Registry::load(&config.server.registry, &config)?;
-        Inputs::assemble(config, statics, registry)
+        let (registry, text) = Registry::load(&config.server.registry, &config)?;
+        let mut inputs = Inputs::assemble(config, statics, registry)?;
+        inputs.registry_text = text;
+        Ok(inputs)
     }
 
     /// Cross-checks already parsed parts.
@@ -51,7 +54,7 @@ impl Inputs {
                 "zone.nameservers: {ns} is inside the zone but has no A/AAAA record (add glue to zone.file); resolvers cannot reach it"
             );
         }
-        Ok(Inputs { config: Arc::new(config), statics, registry })
+        Ok(Inputs { config: Arc::new(config), statics, registry, registry_text: None })
     }
 }
 
@@ -91,11 +94,11 @@ pub fn check_registry_against_statics(config: &Config, statics: &[StaticRecord],
     Ok(())
 }
 
+/// The inputs. The serial and records served are those of the current
+/// snapshot, which is only ever replaced while this is locked.
 pub struct Core {
     pub inputs: Inputs,
     pub health: HealthStates,
-    serial: u32,
-    nodes: HashMap<LowerName, Node>,
     state: Option<StateDir>,
 }
 
@@ -124,10 +127,10 @@ impl Publisher {
         }
         let answers = policy::compute(&inputs.config, &inputs.registry, &health);
         let nodes = zone::build_nodes(&inputs.config, &inputs.statics, &inputs.registry, &answers);
-        let snap = Snapshot::new(&inputs.config, nodes.clone(), answers, serial);
+        let snap = Snapshot::new(&inputs.config, nodes, answers, serial);
         let (serial_tx, _) = watch::channel(serial);
         Ok(Arc::new(Publisher {
-            core: Mutex::new(Core { inputs, health, serial, nodes, state }),
+            core: Mutex::new(Core { inputs, health, state }),
             snapshot: ArcSwap::from_pointee(snap),
             serial_tx,
             generation_tx: watch::channel(0).0,
@@ -137,6 +140,13 @@ impl Publisher {
     /// The current snapshot; cheap, lock-free.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot.load_full()
+    }
+
+    /// The current snapshot for one query: lock-free and without touching
+    /// the `Arc`'s shared reference count (no cache-line traffic between the
+    /// UDP workers). Not to be held for long.
+    pub fn current(&self) -> arc_swap::Guard<Arc<Snapshot>> {
+        self.snapshot.load()
     }
 
     /// Watch the serial (changes on every publication of new data).
@@ -171,22 +181,20 @@ impl Publisher {
         let nodes = zone::build_nodes(&cfg, &core.inputs.statics, &core.inputs.registry, &answers);
         let cur = self.snapshot.load();
         let config_changed = cur.soa != zone::soa_record(&cfg, cur.serial);
-        if nodes == core.nodes && !config_changed {
+        if nodes == cur.nodes && !config_changed {
             if cur.answers != answers || *cur.xfr != crate::xfr::Access::from_config(&cfg) {
                 // Same records, different explanation (e.g. a pending master)
                 // or other transfer settings: keep the serial.
-                self.snapshot.store(Arc::new(Snapshot::new(&cfg, nodes, answers, core.serial)));
+                self.snapshot.store(Arc::new(Snapshot::new(&cfg, nodes, answers, cur.serial)));
             }
-            return core.serial;
+            return cur.serial;
         }
-        let serial = next_serial(Some(core.serial), SystemTime::now());
+        let serial = next_serial(Some(cur.serial), SystemTime::now());
         if let Some(s) = &core.state
             && let Err(e) = s.store_serial(serial)
         {
             tracing::error!(error = %e, dir = %s.path().display(), "cannot store the SOA serial; serving it anyway");
         }
-        core.serial = serial;
-        core.nodes = nodes.clone();
         self.snapshot.store(Arc::new(Snapshot::new(&cfg, nodes, answers, serial)));
         self.serial_tx.send_replace(serial);
         tracing::info!(serial, "published new zone data");

@@ -113,8 +113,7 @@ impl Serialize for MasterKey {
 
 impl fmt::Display for MasterKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let h = self.host.to_string();
-        write!(f, "{}:{}", h.trim_end_matches('.'), self.port)
+        write!(f, "{}:{}", names::host_string(&self.host), self.port)
     }
 }
 
@@ -142,7 +141,7 @@ impl Master {
     }
     /// Host name without the trailing dot, as operators write it.
     pub fn host_str(&self) -> String {
-        self.host.to_string().trim_end_matches('.').to_string()
+        names::host_string(&self.host)
     }
 }
 
@@ -181,18 +180,26 @@ struct RawRegistry {
     master: Vec<RawMaster>,
 }
 
+/// The registry file's text; `None` when the file does not exist (an empty
+/// registry, which `srvctl add-master` turns into a file).
+pub fn read_text(path: &Path) -> std::io::Result<Option<String>> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 impl Registry {
-    /// Reads and validates a registry file. A missing file is an empty registry.
-    pub fn load(path: &Path, config: &Config) -> Result<Registry, ConfigError> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                tracing::warn!(file = %path.display(), "registry file does not exist: no masters yet (srvctl add-master creates it)");
-                String::new()
-            }
-            Err(e) => return Err(ConfigError::new(path, "-", format!("cannot read: {e}"))),
-        };
-        Registry::parse(&text, path, config)
+    /// Reads and validates a registry file, returning the text it parsed too
+    /// (srvctl compares it with the file to notice hand edits).
+    pub fn load(path: &Path, config: &Config) -> Result<(Registry, Option<String>), ConfigError> {
+        let text = read_text(path).map_err(|e| ConfigError::new(path, "-", format!("cannot read: {e}")))?;
+        if text.is_none() {
+            tracing::warn!(file = %path.display(), "registry file does not exist: no masters yet (srvctl add-master creates it)");
+        }
+        let registry = Registry::parse(text.as_deref().unwrap_or(""), path, config)?;
+        Ok((registry, text))
     }
 
     pub fn parse(text: &str, file: &Path, config: &Config) -> Result<Registry, ConfigError> {

@@ -173,7 +173,7 @@ fn udp_worker(sock: &std::net::UdpSocket, publisher: &Publisher, stats: &DnsStat
         if src.port() == 0 {
             continue;
         }
-        let snap = publisher.snapshot();
+        let snap = publisher.current();
         if let Some(resp) = dns::answer_counted(&snap, &buf[..n], Transport::Udp, Some(src.ip()), shard)
             && let Err(e) = sock.send_to(&resp, src)
         {

@@ -2,28 +2,17 @@
 //! reload: validate, write the registry atomically, then apply.
 
 use std::collections::HashSet;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::Control;
 use super::proto::{AddMaster, ChangeReport, Failure, ReloadReport, Reply, Request, Response};
-use crate::config::{Config, ConfigError};
+use crate::config::Config;
 use crate::fsutil::write_atomic;
 use crate::policy::{Health, HealthStates};
 use crate::publish::{Inputs, check_registry_against_statics};
 use crate::regedit::RegistryDoc;
-use crate::registry::{Master, MasterKey, RawMaster, Registry, split_host_port, validate_master};
-use crate::zonefile;
-
-/// Reads a file; a missing file is `None`.
-pub(super) fn read_text(path: &Path) -> std::io::Result<Option<String>> {
-    match std::fs::read_to_string(path) {
-        Ok(t) => Ok(Some(t)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
-    }
-}
+use crate::registry::{Master, MasterKey, RawMaster, Registry, read_text, split_host_port, validate_master};
 
 fn refused(msg: impl Into<String>) -> Failure {
     Failure::new(msg)
@@ -208,19 +197,12 @@ impl Control {
     pub fn reload(&self) -> Response {
         let mut st = self.edit_state();
         let old = self.publisher.lock().inputs.clone();
-        let loaded = (|| -> Result<(Inputs, Option<String>), ConfigError> {
-            let config = Config::load(&old.config.path)?;
-            let statics = match &config.zone.file {
-                Some(p) => zonefile::load(p, &config.zone.origin, config.zone.ttl)?,
-                None => vec![],
-            };
-            let path = config.server.registry.clone();
-            let text = read_text(&path).map_err(|e| ConfigError::new(&path, "-", format!("cannot read: {e}")))?;
-            let registry = Registry::parse(text.as_deref().unwrap_or(""), &path, &config)?;
-            Ok((Inputs::assemble(config, statics, registry)?, text))
-        })();
+        let loaded = Config::load(&old.config.path).and_then(Inputs::load);
         let (inputs, text) = match loaded {
-            Ok(x) => x,
+            Ok(i) => {
+                let text = i.registry_text.clone();
+                (i, text)
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "reload refused; still serving the previous configuration");
                 self.count_reload(false);

@@ -67,16 +67,15 @@ struct EditState {
 }
 
 impl Control {
-    /// Reads the registry text the publisher's inputs came from.
-    pub fn new(publisher: Arc<Publisher>) -> std::io::Result<Arc<Control>> {
+    /// Starts from the registry text the publisher's inputs were parsed from.
+    pub fn new(publisher: Arc<Publisher>) -> Arc<Control> {
         let started = SystemTime::now();
-        let (path, drained): (_, Vec<MasterKey>) = {
+        let (text, drained): (_, Vec<MasterKey>) = {
             let core = publisher.lock();
             let reg = &core.inputs.registry;
-            (core.inputs.config.server.registry.clone(), reg.masters.iter().filter(|m| m.drained).map(|m| m.key()).collect())
+            (core.inputs.registry_text.clone(), reg.masters.iter().filter(|m| m.drained).map(|m| m.key()).collect())
         };
-        let text = edit::read_text(&path)?;
-        Ok(Arc::new(Control {
+        Arc::new(Control {
             publisher,
             started,
             edit: Mutex::new(EditState { text }),
@@ -87,7 +86,7 @@ impl Control {
             reloads: AtomicU64::new(0),
             reload_failures: AtomicU64::new(0),
             last_reload: AtomicU64::new(0),
-        }))
+        })
     }
 
     /// Lets `status`, `explain` and `add-master --wait` show check results.
