@@ -158,7 +158,10 @@ pub fn example_config() -> Result<Config, ConfigError> {
 
 /// Raises the soft limit on open files to the hard limit: every https
 /// master keeps a connection open, and DNS over TCP needs sockets too, so
-/// the common soft default of 1024 is too low for a large estate.
+/// the common soft default of 1024 is too low for a large estate. DNS over
+/// TCP is then capped well below the limit
+/// ([`crate::server::default_tcp_max_connections`]), so that clients can
+/// never take the descriptors health checks and srvctl need.
 pub fn raise_fd_limit() {
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
