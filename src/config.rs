@@ -85,6 +85,18 @@ struct RawServer {
     registry: Option<PathBuf>,
     /// Optional "addr:port" for a plain-text metrics endpoint.
     metrics: Option<String>,
+    /// DNS over TCP: connections served at once; at the cap the oldest idle
+    /// one is closed for a new one. Default derived from the open-files limit.
+    tcp_max_connections: Option<u32>,
+    /// DNS over TCP: how long a connection may wait for its next query.
+    tcp_idle_timeout: Option<String>,
+    /// DNS over TCP: how long one query may take to arrive once its first
+    /// byte has, and one answer to be written (slow or stalled clients).
+    tcp_message_timeout: Option<String>,
+    /// DNS over TCP: total lifetime of a connection.
+    tcp_max_lifetime: Option<String>,
+    /// DNS over TCP: queries answered on one connection before it is closed.
+    tcp_max_queries: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -183,6 +195,31 @@ pub struct ServerConfig {
     pub state_dir: PathBuf,
     pub registry: PathBuf,
     pub metrics: Option<SocketAddr>,
+    pub tcp: TcpLimits,
+}
+
+/// Limits of DNS over TCP (`[server] tcp_*`, docs/configuration.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TcpLimits {
+    /// None: derived from the open-files limit at start
+    /// (`crate::server::default_tcp_max_connections`).
+    pub max_connections: Option<usize>,
+    pub idle_timeout: Duration,
+    pub message_timeout: Duration,
+    pub max_lifetime: Duration,
+    pub max_queries: u32,
+}
+
+impl Default for TcpLimits {
+    fn default() -> Self {
+        TcpLimits {
+            max_connections: None,
+            idle_timeout: Duration::from_secs(10),
+            message_timeout: Duration::from_secs(5),
+            max_lifetime: Duration::from_secs(120),
+            max_queries: 1000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -417,6 +454,7 @@ fn validate(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, ConfigEr
     let zone_file = raw.zone.file.map(resolve);
 
     // [server]
+    let tcp = validate_tcp(&raw.server, &err)?;
     let listen_raw = raw.server.listen.unwrap_or_else(|| vec!["127.0.0.1:5353".into()]);
     if listen_raw.is_empty() {
         return Err(err("server.listen", "needs at least one address".into()));
@@ -440,6 +478,7 @@ fn validate(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, ConfigEr
         registry: resolve(raw.server.registry.unwrap_or_else(|| state_dir.join("masters.toml"))),
         state_dir,
         metrics,
+        tcp,
     };
 
     // [health]
@@ -561,6 +600,41 @@ fn validate(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, ConfigEr
 }
 
 /// `[[tsig_key]]` and `[[secondary]]`: zone transfers and NOTIFY.
+/// The `[server] tcp_*` keys; durations must be more than zero, counts at least 1.
+fn validate_tcp(raw: &RawServer, err: &dyn Fn(&str, String) -> ConfigError) -> Result<TcpLimits, ConfigError> {
+    let d = TcpLimits::default();
+    let dur = |key: &str, v: &Option<String>, default: Duration| -> Result<Duration, ConfigError> {
+        match v {
+            None => Ok(default),
+            Some(s) => {
+                let d = parse_duration(s).map_err(|r| err(key, format!("{s:?}: {r}")))?;
+                if d.is_zero() {
+                    return Err(err(key, "must be more than zero".into()));
+                }
+                Ok(d)
+            }
+        }
+    };
+    let max_connections = match raw.tcp_max_connections {
+        None => None,
+        Some(0) => return Err(err("server.tcp_max_connections", "must be at least 1".into())),
+        Some(n) if n > 1_000_000 => return Err(err("server.tcp_max_connections", format!("{n} is more than 1000000"))),
+        Some(n) => Some(n as usize),
+    };
+    let max_queries = match raw.tcp_max_queries {
+        None => d.max_queries,
+        Some(0) => return Err(err("server.tcp_max_queries", "must be at least 1".into())),
+        Some(n) => n,
+    };
+    Ok(TcpLimits {
+        max_connections,
+        idle_timeout: dur("server.tcp_idle_timeout", &raw.tcp_idle_timeout, d.idle_timeout)?,
+        message_timeout: dur("server.tcp_message_timeout", &raw.tcp_message_timeout, d.message_timeout)?,
+        max_lifetime: dur("server.tcp_max_lifetime", &raw.tcp_max_lifetime, d.max_lifetime)?,
+        max_queries,
+    })
+}
+
 fn validate_xfr(
     raw_keys: Vec<RawTsigKey>,
     raw_secondaries: Vec<RawSecondary>,

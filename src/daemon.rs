@@ -89,7 +89,7 @@ pub async fn start_with(
         .map_err(|e| DaemonError::State { dir: cfg.server.state_dir.display().to_string(), source: e })?;
     // Bound before any task starts, so a taken port fails the start cleanly.
     let metrics_listener = match cfg.server.metrics {
-        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|source| DaemonError::Metrics { addr, source })?),
+        Some(addr) => Some(server::listen_tcp(addr).map_err(|source| DaemonError::Metrics { addr, source })?),
         None => None,
     };
     let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
@@ -106,7 +106,7 @@ pub async fn start_with(
     control::server::spawn(control_socket, control.clone(), &tracker, shutdown.clone());
     let dns_addrs = sockets.local_addrs();
     let dns_stats = Arc::new(DnsStats::new());
-    server::spawn(sockets, publisher.clone(), dns_stats.clone(), &tracker, shutdown.clone());
+    server::spawn(sockets, publisher.clone(), dns_stats.clone(), &cfg.server.tcp, &tracker, shutdown.clone());
     crate::notify::spawn(publisher.clone(), dns_addrs.clone(), &tracker, shutdown.clone());
     if let Some(listener) = metrics_listener {
         let sources =
@@ -158,7 +158,10 @@ pub fn example_config() -> Result<Config, ConfigError> {
 
 /// Raises the soft limit on open files to the hard limit: every https
 /// master keeps a connection open, and DNS over TCP needs sockets too, so
-/// the common soft default of 1024 is too low for a large estate.
+/// the common soft default of 1024 is too low for a large estate. DNS over
+/// TCP is then capped well below the limit
+/// ([`crate::server::default_tcp_max_connections`]), so that clients can
+/// never take the descriptors health checks and srvctl need.
 pub fn raise_fd_limit() {
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit/setrlimit only read and write the struct we pass.

@@ -157,16 +157,127 @@ impl Shard {
     }
 }
 
+/// Why srvd closed (or saw the end of) a DNS TCP connection (`reason` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client closed it.
+    Client,
+    /// No query within `tcp_idle_timeout`.
+    Idle,
+    /// A query did not arrive completely within `tcp_message_timeout`.
+    ReadTimeout,
+    /// An answer could not be written within `tcp_message_timeout` (a
+    /// client that does not read).
+    WriteTimeout,
+    /// `tcp_max_lifetime` reached.
+    Lifetime,
+    /// `tcp_max_queries` answered.
+    Queries,
+    /// Closed to make room for a new connection at `tcp_max_connections`
+    /// (counted by the [`ConnCounters`]).
+    Evicted,
+    /// A read or write failed (reset by the peer, ...).
+    Error,
+}
+
+impl CloseReason {
+    pub const ALL: [CloseReason; 8] = [
+        CloseReason::Client,
+        CloseReason::Idle,
+        CloseReason::ReadTimeout,
+        CloseReason::WriteTimeout,
+        CloseReason::Lifetime,
+        CloseReason::Queries,
+        CloseReason::Evicted,
+        CloseReason::Error,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::Client => "client",
+            CloseReason::Idle => "idle",
+            CloseReason::ReadTimeout => "read_timeout",
+            CloseReason::WriteTimeout => "write_timeout",
+            CloseReason::Lifetime => "lifetime",
+            CloseReason::Queries => "queries",
+            CloseReason::Evicted => "evicted",
+            CloseReason::Error => "error",
+        }
+    }
+}
+
+/// Connections of a listener with a connection cap
+/// ([`crate::server::conns::ConnTable`]): open now, most open at once, and
+/// closed to make room.
+#[derive(Debug, Default)]
+pub struct ConnCounters {
+    pub open: AtomicU64,
+    pub peak: AtomicU64,
+    pub evicted: AtomicU64,
+    /// The cap (a gauge, for dashboards).
+    pub cap: AtomicU64,
+}
+
+/// Transport-level events: rare, so plain (unsharded) atomics.
+#[derive(Debug, Default)]
+pub struct TransportStats {
+    panics: [AtomicU64; 2],
+    /// UDP worker threads running now.
+    pub udp_workers: AtomicU64,
+    /// UDP worker threads that ended and were started again.
+    pub udp_worker_restarts: AtomicU64,
+    pub tcp: std::sync::Arc<ConnCounters>,
+    pub tcp_accepted: AtomicU64,
+    pub tcp_accept_errors: AtomicU64,
+    tcp_closed: [AtomicU64; CloseReason::ALL.len()],
+}
+
+impl TransportStats {
+    /// Counts a request whose answer code panicked (the request was dropped).
+    pub fn panicked(&self, t: Transport) {
+        if let Some(a) = self.panics.get(t_index(t)) {
+            a.fetch_add(1, Relaxed);
+        }
+    }
+
+    pub fn panics(&self, t: Transport) -> u64 {
+        self.panics.get(t_index(t)).map_or(0, |a| a.load(Relaxed))
+    }
+
+    /// Counts a closed TCP connection (evictions are counted by the table).
+    pub fn tcp_closed(&self, r: CloseReason) {
+        if r == CloseReason::Evicted {
+            return;
+        }
+        if let Some(a) = self.tcp_closed.get(r as usize) {
+            a.fetch_add(1, Relaxed);
+        }
+    }
+
+    pub fn tcp_closed_by(&self, r: CloseReason) -> u64 {
+        match r {
+            CloseReason::Evicted => self.tcp.evicted.load(Relaxed),
+            r => self.tcp_closed.get(r as usize).map_or(0, |a| a.load(Relaxed)),
+        }
+    }
+}
+
 /// DNS counters of one daemon.
 #[derive(Debug)]
 pub struct DnsStats {
     shards: Box<[Shard]>,
     next: AtomicUsize,
+    /// Workers, connections and panics.
+    pub transport: TransportStats,
 }
 
 impl Default for DnsStats {
     fn default() -> DnsStats {
-        DnsStats { shards: (0..SHARDS).map(|_| Shard::default()).collect(), next: AtomicUsize::new(0) }
+        DnsStats {
+            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
+            next: AtomicUsize::new(0),
+            transport: TransportStats::default(),
+        }
     }
 }
 

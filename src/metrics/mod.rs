@@ -24,7 +24,8 @@ use crate::health::HealthBoard;
 use crate::policy::{Health, health_of};
 use crate::publish::Publisher;
 use crate::registry::Role;
-use counters::{DnsStats, Outcome, Path, TRANSPORTS, transport_str};
+use counters::{CloseReason, DnsStats, Outcome, Path, TRANSPORTS, transport_str};
+use std::sync::atomic::Ordering::Relaxed;
 
 /// Everything a scrape reads.
 pub struct Sources {
@@ -111,6 +112,34 @@ pub fn render(s: &Sources) -> String {
     o.family("srvd_dns_dropped_total", "counter", "DNS packets that got no response (responses, or too short to parse).");
     for t in TRANSPORTS {
         o.sample("srvd_dns_dropped_total", &[("transport", transport_str(t))], d.dropped(t));
+    }
+
+    let tr = &d.transport;
+    o.family(
+        "srvd_dns_request_panics_total",
+        "counter",
+        "DNS requests whose answer code panicked (a bug): the request was dropped, the worker kept serving.",
+    );
+    for t in TRANSPORTS {
+        o.sample("srvd_dns_request_panics_total", &[("transport", transport_str(t))], tr.panics(t));
+    }
+    o.family("srvd_dns_udp_workers", "gauge", "UDP worker threads running.");
+    o.sample("srvd_dns_udp_workers", &[], tr.udp_workers.load(Relaxed));
+    o.family("srvd_dns_udp_worker_restarts_total", "counter", "UDP worker threads that ended and were started again.");
+    o.sample("srvd_dns_udp_worker_restarts_total", &[], tr.udp_worker_restarts.load(Relaxed));
+    o.family("srvd_dns_tcp_connections", "gauge", "DNS over TCP connections open.");
+    o.sample("srvd_dns_tcp_connections", &[], tr.tcp.open.load(Relaxed));
+    o.family("srvd_dns_tcp_connections_peak", "gauge", "Most DNS over TCP connections open at once since start.");
+    o.sample("srvd_dns_tcp_connections_peak", &[], tr.tcp.peak.load(Relaxed));
+    o.family("srvd_dns_tcp_max_connections", "gauge", "The cap on DNS over TCP connections (server.tcp_max_connections or its default).");
+    o.sample("srvd_dns_tcp_max_connections", &[], tr.tcp.cap.load(Relaxed));
+    o.family("srvd_dns_tcp_connections_accepted_total", "counter", "DNS over TCP connections accepted.");
+    o.sample("srvd_dns_tcp_connections_accepted_total", &[], tr.tcp_accepted.load(Relaxed));
+    o.family("srvd_dns_tcp_accept_errors_total", "counter", "Failed accepts on DNS over TCP listeners (e.g. out of file descriptors).");
+    o.sample("srvd_dns_tcp_accept_errors_total", &[], tr.tcp_accept_errors.load(Relaxed));
+    o.family("srvd_dns_tcp_connections_closed_total", "counter", "DNS over TCP connections closed, by reason.");
+    for r in CloseReason::ALL {
+        o.sample("srvd_dns_tcp_connections_closed_total", &[("reason", r.as_str())], tr.tcp_closed_by(r));
     }
 
     // Zone and masters
