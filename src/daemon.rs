@@ -225,3 +225,35 @@ pub fn raise_fd_limit() {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use tokio::time::Instant;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_waits_for_changes_then_for_the_rest_until_the_deadline() {
+        // A change still writing (7 s on a slow disk) is waited for; a stuck
+        // task is not waited for beyond the deadline.
+        let (changes, stuck, done) = (TaskTracker::new(), TaskTracker::new(), TaskTracker::new());
+        changes.spawn(tokio::time::sleep(Duration::from_secs(7)));
+        stuck.spawn(std::future::pending::<()>());
+        done.spawn(tokio::time::sleep(Duration::from_millis(10)));
+        let tasks = Tasks { changes: changes.clone(), groups: vec![("done", done.clone()), ("stuck", stuck.clone())] };
+        let begun = Instant::now();
+        tasks.wait(begun).await;
+        assert_eq!(begun.elapsed(), Duration::from_secs(7));
+        assert!(changes.is_empty() && done.is_empty());
+        assert_eq!(stuck.len(), 1);
+
+        // A quick change: the stuck task gets until the deadline, no more.
+        let (changes, stuck) = (TaskTracker::new(), TaskTracker::new());
+        changes.spawn(tokio::time::sleep(Duration::from_secs(1)));
+        stuck.spawn(std::future::pending::<()>());
+        let tasks = Tasks { changes, groups: vec![("stuck", stuck)] };
+        let begun = Instant::now();
+        tasks.wait(begun).await;
+        assert_eq!(begun.elapsed(), SHUTDOWN_DEADLINE);
+    }
+}

@@ -96,6 +96,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
         };
         tracing::info!(signal = name, deadline = ?srvd::daemon::SHUTDOWN_DEADLINE, "shutting down");
         token.cancel();
+        // A second signal: the operator does not want to wait.
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        tracing::warn!("second signal: exiting at once");
+        std::process::exit(1);
     });
     srvd::daemon::run(config, sockets, shutdown).await?;
     Ok(())
