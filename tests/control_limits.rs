@@ -113,8 +113,13 @@ impl Srvd {
 
     /// SIGTERM, then how long until the process exited (panics past `EXIT_BOUND`).
     fn terminate(&mut self) -> (Duration, ExitStatus) {
+        self.signal(libc::SIGTERM)
+    }
+
+    /// Sends `sig` (SIGTERM or SIGINT), then measures as [`Srvd::terminate`].
+    fn signal(&mut self, sig: i32) -> (Duration, ExitStatus) {
         let t = Instant::now();
-        assert_eq!(unsafe { libc::kill(self.pid(), libc::SIGTERM) }, 0);
+        assert_eq!(unsafe { libc::kill(self.pid(), sig) }, 0);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return (t.elapsed(), status);
@@ -353,7 +358,7 @@ fn hosts(text: &str, file: &Path, config: &Config) -> Vec<String> {
 }
 
 #[test]
-fn sigterm_during_add_master_applies_all_or_acknowledges_nothing() {
+fn sigterm_or_sigint_during_add_master_applies_all_or_acknowledges_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let reg = dir.path().join("masters.toml");
     std::fs::write(&reg, "# under SIGTERM\n[[master]]\nhost = \"base.example.com\"\nsite = \"dc1\"\n").unwrap();
@@ -365,7 +370,7 @@ fn sigterm_during_add_master_applies_all_or_acknowledges_nothing() {
     let window = (t.elapsed() * 2).max(Duration::from_millis(2));
     drop(d);
 
-    let runs = 8;
+    let runs = 12;
     let (mut acked, mut unacked, mut slowest) = (0, 0, Duration::ZERO);
     let mut rng = rand::rng();
     for i in 0..runs {
@@ -374,9 +379,15 @@ fn sigterm_during_add_master_applies_all_or_acknowledges_nothing() {
         let mut d = Srvd::start(dir.path());
         let mut conn = client::Client::connect(&d.sock).unwrap();
         let req = add(&host);
-        let call = std::thread::spawn(move || conn.call(&req));
+        // The request and the signal each at a random point of the window:
+        // either may come first.
+        let before_call = Duration::from_micros(rng.random_range(0..=window.as_micros() as u64));
+        let call = std::thread::spawn(move || {
+            std::thread::sleep(before_call);
+            conn.call(&req)
+        });
         std::thread::sleep(Duration::from_micros(rng.random_range(0..=window.as_micros() as u64)));
-        let (took, status) = d.terminate();
+        let (took, status) = d.signal(if i % 2 == 0 { libc::SIGTERM } else { libc::SIGINT });
         slowest = slowest.max(took);
         assert!(status.success(), "run {i}: exit status {status}");
         let ack = match call.join().unwrap() {
@@ -400,7 +411,9 @@ fn sigterm_during_add_master_applies_all_or_acknowledges_nothing() {
             }
         }
     }
-    eprintln!("SIGTERM during add-master: {runs} runs within {window:?}: {acked} acknowledged, {unacked} not; slowest exit {slowest:?}");
+    eprintln!(
+        "SIGTERM/SIGINT during add-master: {runs} runs within {window:?}: {acked} acknowledged, {unacked} not; slowest exit {slowest:?}"
+    );
     // The daemon starts from what is on disk.
     let d = Srvd::start(dir.path());
     let Ok(Response::Ok(Reply::Masters(m))) = client::request(&d.sock, &Request::List) else { panic!("list") };

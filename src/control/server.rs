@@ -283,7 +283,7 @@ async fn read_line_limited<R: AsyncBufRead + Unpin>(reader: &mut R, buf: &mut Ve
 
 fn encode(resp: &Response) -> Vec<u8> {
     let mut out = serde_json::to_vec(resp).unwrap_or_else(|e| {
-        format!(r#"{{"error":{{"message":"cannot encode the answer: {}"}}}}"#, e.to_string().replace('"', "'")).into_bytes()
+        serde_json::to_vec(&Response::Error(Failure::new(format!("cannot encode the answer: {e}")))).unwrap_or_default()
     });
     out.push(b'\n');
     out
