@@ -38,22 +38,69 @@ pub struct Running {
     /// The health checker's last check of every (master, role), for
     /// `srvctl status` (see [`crate::health`]).
     pub health: Arc<crate::health::HealthBoard>,
-    tracker: TaskTracker,
+    tasks: Tasks,
+}
+
+/// How long a stop waits for the tasks after the shutdown token fired; then
+/// srvd logs what is still running and exits anyway (state is persisted as
+/// it changes, and a started change is waited for first, see below).
+pub const SHUTDOWN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long a stop waits for srvctl changes already started (a registry
+/// write and fsync, a reload) to be persisted; only a stuck disk takes long.
+pub const CHANGE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Every task, by the part of srvd it belongs to (so that a stop that
+/// overruns its deadline can say which part did not stop).
+struct Tasks {
+    /// srvctl changes in flight: waited for first, they persist state.
+    changes: TaskTracker,
+    /// (name, tasks): the DNS side (and any task spawned on the general tracker), health, control, notify, metrics.
+    groups: Vec<(&'static str, TaskTracker)>,
+}
+
+impl Tasks {
+    /// Waits for the in-flight changes, then (until [`SHUTDOWN_DEADLINE`]
+    /// after `begun`) for the rest.
+    async fn wait(&self, begun: tokio::time::Instant) {
+        self.changes.close();
+        for (_, t) in &self.groups {
+            t.close();
+        }
+        if !self.changes.is_empty() {
+            tracing::info!(changes = self.changes.len(), "waiting for srvctl changes in progress to be written");
+        }
+        if tokio::time::timeout(CHANGE_DEADLINE, self.changes.wait()).await.is_err() {
+            tracing::error!(changes = self.changes.len(), deadline = ?CHANGE_DEADLINE, "srvctl changes still not written; exiting anyway");
+        }
+        let all = async {
+            for (_, t) in &self.groups {
+                t.wait().await;
+            }
+        };
+        if tokio::time::timeout_at(begun + SHUTDOWN_DEADLINE, all).await.is_err() {
+            let left: Vec<String> =
+                self.groups.iter().filter(|(_, t)| !t.is_empty()).map(|(n, t)| format!("{n}: {} tasks", t.len())).collect();
+            tracing::warn!(deadline = ?SHUTDOWN_DEADLINE, still_running = %left.join(", "), "tasks did not stop in time; exiting anyway");
+        } else {
+            tracing::info!(took = ?begun.elapsed(), "stopped");
+        }
+    }
 }
 
 impl Running {
-    /// Stops every task and waits for them.
+    /// Stops every task and waits for them: for the srvctl changes in
+    /// progress, then for the rest until [`SHUTDOWN_DEADLINE`] (what is
+    /// still running then is logged and left behind).
     pub async fn stop(self) {
+        let begun = tokio::time::Instant::now();
         self.shutdown.cancel();
-        self.tracker.close();
-        self.tracker.wait().await;
+        self.tasks.wait(begun).await;
     }
 
-    /// Waits until the shutdown token fires and every task has ended.
+    /// Waits until the shutdown token fires, then like [`Running::stop`].
     pub async fn wait(self) {
         self.shutdown.cancelled().await;
-        self.tracker.close();
-        self.tracker.wait().await;
+        self.tasks.wait(tokio::time::Instant::now()).await;
     }
 }
 
@@ -99,30 +146,37 @@ pub async fn start_with(
         None => Arc::new(network_checks),
     };
     let health_opts = crate::health::Options { factory, stored, jitter: crate::health::DEFAULT_JITTER };
-    let health_board = crate::health::spawn(publisher.clone(), health_opts, &tracker, shutdown.clone());
+    let (health_tasks, control_tasks, changes, notify_tasks, metrics_tasks) =
+        (TaskTracker::new(), TaskTracker::new(), TaskTracker::new(), TaskTracker::new(), TaskTracker::new());
+    let health_board = crate::health::spawn(publisher.clone(), health_opts, &health_tasks, shutdown.clone());
     let control_socket = control::server::bind(&cfg.server.control_socket)?;
     let control = Control::new(publisher.clone());
     control.set_health_board(health_board.clone());
-    control::server::spawn(control_socket, control.clone(), &tracker, shutdown.clone());
+    control::server::spawn(control_socket, control.clone(), &control_tasks, &changes, shutdown.clone());
     let dns_addrs = sockets.local_addrs();
     let dns_stats = Arc::new(DnsStats::new());
     server::spawn(sockets, publisher.clone(), dns_stats.clone(), &cfg.server.tcp, &tracker, shutdown.clone());
-    crate::notify::spawn(publisher.clone(), dns_addrs.clone(), &tracker, shutdown.clone());
+    crate::notify::spawn(publisher.clone(), dns_addrs.clone(), &notify_tasks, shutdown.clone());
     if let Some(listener) = metrics_listener {
         let sources =
             metrics::Sources { publisher: publisher.clone(), dns: dns_stats, health: health_board.clone(), control: control.clone() };
-        metrics::http::spawn(listener, Arc::new(sources), &tracker, shutdown.clone());
+        metrics::http::spawn(listener, Arc::new(sources), &metrics_tasks, shutdown.clone());
         tracing::info!(addr = ?metrics_addr, "serving metrics at /metrics");
     }
     tracing::info!(zone = %cfg.zone.origin, serial = publisher.snapshot().serial, addrs = ?dns_addrs, "serving");
-    Ok(Running { publisher, dns_addrs, metrics_addr, shutdown, control, health: health_board, tracker })
+    let groups =
+        vec![("dns", tracker), ("health", health_tasks), ("control", control_tasks), ("notify", notify_tasks), ("metrics", metrics_tasks)];
+    let tasks = Tasks { changes, groups };
+    Ok(Running { publisher, dns_addrs, metrics_addr, shutdown, control, health: health_board, tasks })
 }
 
 /// Runs until `shutdown` fires; SIGHUP reloads config, zone file and
 /// registry (like `srvctl reload`; an invalid file keeps the old state).
 pub async fn run(config: Config, sockets: DnsSockets, shutdown: CancellationToken) -> Result<(), DaemonError> {
-    let running = start(config, sockets, shutdown).await?;
+    // Before anything is served: a SIGHUP sent as soon as srvctl answers
+    // must reload, not kill srvd (the default action of SIGHUP).
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let running = start(config, sockets, shutdown).await?;
     loop {
         tokio::select! {
             _ = running.shutdown.cancelled() => break,
@@ -172,5 +226,37 @@ pub fn raise_fd_limit() {
                 tracing::warn!(soft = lim.rlim_cur, hard = lim.rlim_max, "cannot raise the open-files limit");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use tokio::time::Instant;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_waits_for_changes_then_for_the_rest_until_the_deadline() {
+        // A change still writing (7 s on a slow disk) is waited for; a stuck
+        // task is not waited for beyond the deadline.
+        let (changes, stuck, done) = (TaskTracker::new(), TaskTracker::new(), TaskTracker::new());
+        changes.spawn(tokio::time::sleep(Duration::from_secs(7)));
+        stuck.spawn(std::future::pending::<()>());
+        done.spawn(tokio::time::sleep(Duration::from_millis(10)));
+        let tasks = Tasks { changes: changes.clone(), groups: vec![("done", done.clone()), ("stuck", stuck.clone())] };
+        let begun = Instant::now();
+        tasks.wait(begun).await;
+        assert_eq!(begun.elapsed(), Duration::from_secs(7));
+        assert!(changes.is_empty() && done.is_empty());
+        assert_eq!(stuck.len(), 1);
+
+        // A quick change: the stuck task gets until the deadline, no more.
+        let (changes, stuck) = (TaskTracker::new(), TaskTracker::new());
+        changes.spawn(tokio::time::sleep(Duration::from_secs(1)));
+        stuck.spawn(std::future::pending::<()>());
+        let tasks = Tasks { changes, groups: vec![("stuck", stuck)] };
+        let begun = Instant::now();
+        tasks.wait(begun).await;
+        assert_eq!(begun.elapsed(), SHUTDOWN_DEADLINE);
     }
 }

@@ -47,8 +47,19 @@ fn main() -> ExitCode {
         };
     }
     srvd::daemon::raise_fd_limit();
-    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
-    match rt.block_on(run(config)) {
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("srvd: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = rt.block_on(run(config));
+    // The daemon has waited for its tasks (and for srvctl changes in
+    // progress) up to its shutdown deadline; do not wait again for a
+    // blocking job left behind (a check stuck in a system call).
+    rt.shutdown_timeout(EXIT_GRACE);
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("srvd: {e:#}");
@@ -56,6 +67,9 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// After the stop, how long blocking jobs still running may delay the exit.
+const EXIT_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn load(args: &Args) -> Result<Config, config::ConfigError> {
     match &args.config {
@@ -68,16 +82,27 @@ async fn run(config: Config) -> anyhow::Result<()> {
     // Validate everything before taking the sockets.
     srvd::publish::Inputs::load(config.clone()).map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
     let sockets = DnsSockets::bind(&config.server.listen).await?;
+    // Handlers in place before anything is served, so that a SIGTERM right
+    // after start is a clean stop rather than the default (death).
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
     let shutdown = CancellationToken::new();
     let token = shutdown.clone();
     tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let name = tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        };
+        tracing::info!(signal = name, deadline = ?srvd::daemon::SHUTDOWN_DEADLINE, "shutting down");
+        token.cancel();
+        // A second signal: the operator does not want to wait.
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
+            _ = int.recv() => {}
             _ = term.recv() => {}
         }
-        tracing::info!("shutting down");
-        token.cancel();
+        tracing::warn!("second signal: exiting at once");
+        std::process::exit(1);
     });
     srvd::daemon::run(config, sockets, shutdown).await?;
     Ok(())

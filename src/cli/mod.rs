@@ -85,6 +85,11 @@ impl Command {
     }
 }
 
+fn usage(msg: &str) -> u8 {
+    let _ = writeln!(std::io::stderr(), "srvctl: {msg}");
+    exit::USAGE
+}
+
 /// Parses `args` (program name first), runs the command, prints, and
 /// returns the exit code.
 pub fn main(args: impl IntoIterator<Item = impl Into<OsString> + Clone>) -> u8 {
@@ -95,8 +100,16 @@ pub fn main(args: impl IntoIterator<Item = impl Into<OsString> + Clone>) -> u8 {
             return if e.use_stderr() { exit::USAGE } else { exit::DONE };
         }
     };
+    let timeout = match std::env::var("SRVCTL_TIMEOUT") {
+        Ok(v) if !v.trim().is_empty() => match crate::names::parse_duration(v.trim()) {
+            Ok(d) if !d.is_zero() => d,
+            Ok(_) => return usage("SRVCTL_TIMEOUT: must be more than 0s"),
+            Err(e) => return usage(&format!("SRVCTL_TIMEOUT={v:?}: {e} (a duration like \"30s\" or \"2m\")")),
+        },
+        _ => client::REPLY_TIMEOUT,
+    };
     let req = cli.command.request();
-    let result = client::request(&cli.socket, &req);
+    let result = client::request_within(&cli.socket, &req, timeout);
     let stdout = std::io::stdout();
     let stderr = std::io::stderr();
     let (code, out, err) = output::render(&req, &result, cli.json);
