@@ -24,7 +24,10 @@
 //! - Every transition is logged once (host, port, role, old, new, reason)
 //!   and sent to the applier, which applies a batch in one
 //!   [`Publisher::update`] (new snapshot, serial bump when records change)
-//!   and then writes `state_dir/health.json`.
+//!   and then writes `state_dir/health.json`, on a blocking thread (a slow
+//!   disk never holds up the probes or DNS). The new answers are served even
+//!   when the serial cannot be stored (under the last stored serial; see
+//!   [`Publisher::update`]); an owed serial is retried every [`SERIAL_RETRY`].
 //! - [`HealthBoard`] holds the last check of every (master, role): result,
 //!   reason, latency, state and since when. The daemon keeps it in
 //!   [`crate::daemon::Running::health`]; `srvctl status` renders
@@ -111,10 +114,22 @@ struct Event {
     health: Health,
 }
 
+/// What the applier is asked to publish.
+#[derive(Debug)]
+enum Msg {
+    Transition(Event),
+    /// Forget the states of masters (or roles) no longer in the registry.
+    Prune,
+}
+
+/// While a serial is owed (it could not be stored), the applier retries
+/// this often even without new transitions.
+pub const SERIAL_RETRY: Duration = Duration::from_secs(5);
+
 struct Ctx {
     publisher: Arc<Publisher>,
     board: Arc<HealthBoard>,
-    events: mpsc::UnboundedSender<Event>,
+    events: mpsc::UnboundedSender<Msg>,
 }
 
 /// Starts the checker on `tracker`; everything stops on `shutdown`.
@@ -199,10 +214,8 @@ async fn supervise(ctx: Arc<Ctx>, opts: Options, tracker: TaskTracker, shutdown:
         // Forget states of masters (or roles) that are gone.
         let stale = states.keys().any(|(k, r)| !registry.get(k).is_some_and(|m| m.has_role(*r)));
         if stale {
-            ctx.publisher.update(|core| {
-                let reg = &core.inputs.registry;
-                core.health.retain(|(k, r), _| reg.get(k).is_some_and(|m| m.has_role(*r)));
-            });
+            // Published by the applier, off the async runtime.
+            let _ = ctx.events.send(Msg::Prune);
         }
 
         tokio::select! {
@@ -289,7 +302,7 @@ async fn run_probe(ctx: Arc<Ctx>, spec: ProbeSpec, mut check: Box<dyn Check>, ti
             });
             let want = h.phase().health();
             if t.is_some() || want != published[i] {
-                let _ = ctx.events.send(Event { key: key.clone(), role: *role, health: want });
+                let _ = ctx.events.send(Msg::Transition(Event { key: key.clone(), role: *role, health: want }));
             }
         }
         let fast = hs.iter().any(Hysteresis::wants_fast);
@@ -309,46 +322,72 @@ fn log_transition(host: &str, port: u16, role: Role, t: Transition, reason: &str
     }
 }
 
-/// Applies transitions in batches and persists the result.
+/// Applies transitions in batches and persists the result. Publishing
+/// (snapshot building, the serial's fsync) and the write of health.json run
+/// on a blocking thread, one batch at a time: transitions that arrive
+/// meanwhile make the next batch, so many transitions publish once, and a
+/// slow disk delays persistence, never the probes or the DNS tasks.
 async fn apply(
     publisher: Arc<Publisher>,
     board: Arc<HealthBoard>,
-    mut rx: mpsc::UnboundedReceiver<Event>,
+    mut rx: mpsc::UnboundedReceiver<Msg>,
     file: Option<PathBuf>,
     shutdown: CancellationToken,
 ) {
     loop {
+        let behind = publisher.serial_store().behind;
         let first = tokio::select! {
             _ = shutdown.cancelled() => return,
-            e = rx.recv() => match e { Some(e) => e, None => return },
+            e = rx.recv() => match e { Some(e) => Some(e), None => return },
+            _ = tokio::time::sleep(SERIAL_RETRY), if behind => None,
         };
-        let mut batch = vec![first];
+        let mut batch: Vec<Msg> = first.into_iter().collect();
         while let Ok(e) = rx.try_recv() {
             batch.push(e);
         }
-        let (changed, _) = publisher.update(|core| {
-            let mut changed = false;
-            for e in batch {
-                // The master may have been removed since the check.
-                if !core.inputs.registry.get(&e.key).is_some_and(|m| m.has_role(e.role)) {
-                    continue;
+        let (p, b, f) = (publisher.clone(), board.clone(), file.clone());
+        // Not cancelled by shutdown: a batch taken from the channel is published and stored.
+        if let Err(e) = tokio::task::spawn_blocking(move || publish_batch(&p, &b, batch, f.as_deref())).await {
+            tracing::error!(error = %e, "publishing health transitions failed");
+        }
+    }
+}
+
+/// One batch: one publication, then health.json if a state changed. An
+/// empty batch only retries storing an owed serial. Blocking.
+fn publish_batch(publisher: &Publisher, board: &HealthBoard, batch: Vec<Msg>, file: Option<&std::path::Path>) {
+    if batch.is_empty() {
+        publisher.retry_store();
+        return;
+    }
+    let (changed, _) = publisher.update(|core| {
+        let mut changed = false;
+        for msg in batch {
+            match msg {
+                Msg::Transition(e) => {
+                    // The master may have been removed since the check.
+                    if !core.inputs.registry.get(&e.key).is_some_and(|m| m.has_role(e.role)) {
+                        continue;
+                    }
+                    changed |= core.health.insert((e.key, e.role), e.health) != Some(e.health);
                 }
-                changed |= core.health.insert((e.key, e.role), e.health) != Some(e.health);
+                Msg::Prune => {
+                    let reg = &core.inputs.registry;
+                    let n = core.health.len();
+                    core.health.retain(|(k, r), _| reg.get(k).is_some_and(|m| m.has_role(*r)));
+                    changed |= core.health.len() != n;
+                }
             }
-            changed
-        });
-        let Some(path) = &file else { continue };
-        if !changed {
-            continue;
         }
-        let states = publisher.lock().health.clone();
-        let data = store::encode(&states, |k, r| board.since(k, r));
-        let p = path.clone();
-        let res = tokio::task::spawn_blocking(move || crate::fsutil::write_atomic(&p, &data)).await;
-        match res {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(file = %path.display(), error = %e, "cannot store health states"),
-            Err(e) => tracing::error!(file = %path.display(), error = %e, "cannot store health states"),
-        }
+        changed
+    });
+    let Some(path) = file else { return };
+    if !changed {
+        return;
+    }
+    let states = publisher.lock().health.clone();
+    let data = store::encode(&states, |k, r| board.since(k, r));
+    if let Err(e) = crate::fsutil::write_atomic(path, &data) {
+        tracing::error!(file = %path.display(), error = %e, "cannot store health states");
     }
 }
