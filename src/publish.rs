@@ -149,15 +149,17 @@ struct Plan {
 
 /// Shared between the DNS side, the health checker and the control socket.
 ///
-/// Locks: `core` is only ever held for a copy or a swap (never across I/O,
-/// so async tasks may take it); `publishing` serialises publications and is
-/// held across snapshot building and the serial's fsync, so it is only
-/// taken on blocking threads ([`Publisher::update`] and friends are
-/// blocking calls: use `spawn_blocking` from async code).
+/// Locks, always taken in this order: `storing` (serialises the serial's
+/// fsync and srvctl's durable changes), `publishing` (serialises working
+/// out a change and swapping it in: CPU only, never I/O), `core` (held only
+/// for a copy or a swap, so async tasks may take it). The first two are
+/// only taken on blocking threads: [`Publisher::update`] and friends are
+/// blocking calls (use `spawn_blocking` from async code).
 pub struct Publisher {
     core: Mutex<Core>,
-    /// Owns the state directory; held for a whole publication.
-    publishing: Mutex<Option<StateDir>>,
+    /// Owns the state directory.
+    storing: Mutex<Option<StateDir>>,
+    publishing: Mutex<()>,
     store: Mutex<SerialStore>,
     snapshot: ArcSwap<Snapshot>,
     serial_tx: watch::Sender<u32>,
@@ -205,7 +207,8 @@ impl Publisher {
         let (serial_tx, _) = watch::channel(serial);
         Ok(Arc::new(Publisher {
             core: Mutex::new(Core { inputs, health }),
-            publishing: Mutex::new(state),
+            storing: Mutex::new(state),
+            publishing: Mutex::new(()),
             store: Mutex::new(status),
             snapshot: ArcSwap::from_pointee(snap),
             serial_tx,
@@ -251,115 +254,129 @@ impl Publisher {
         self.store.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn publishing(&self) -> MutexGuard<'_, Option<StateDir>> {
+    fn storing(&self) -> MutexGuard<'_, Option<StateDir>> {
+        self.storing.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn publishing(&self) -> MutexGuard<'_, ()> {
         self.publishing.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Applies a change to the inputs and republishes; blocking. Returns the
-    /// serial now served.
-    ///
-    /// For changes that must happen whatever the disk does (health
-    /// transitions: failing over matters more than secondaries): the new
-    /// answers are served at once under the current serial, then a new
-    /// serial is stored and served. If it cannot be stored, the answers stay
-    /// under the last stored serial (no NOTIFY), the failure is logged and
-    /// counted ([`Publisher::serial_store`]), and the next publication (or
-    /// [`Publisher::retry_store`]) stores a higher one.
+    /// Applies a change to the inputs and republishes, storing a new serial
+    /// if the data changed; blocking. Returns the serial now served:
+    /// [`Publisher::update_answers`] then [`Publisher::retry_store`].
     pub fn update<R>(&self, f: impl FnOnce(&mut Core) -> R) -> (R, u32) {
-        let state = self.publishing();
+        let (r, _) = self.update_answers(f);
+        (r, self.retry_store())
+    }
+
+    /// Applies a change that must be served whatever the disk does (health
+    /// transitions: failing over matters more than secondaries): the new
+    /// answers are swapped in at once under the serial served now (no I/O
+    /// here, only CPU). If the records changed, a new serial is owed
+    /// ([`SerialStore::behind`]; returned as `true`), to be stored and
+    /// served by [`Publisher::retry_store`]. While the serial cannot be
+    /// stored, the answers stay under the last stored serial (no NOTIFY);
+    /// the failure is logged and counted.
+    pub fn update_answers<R>(&self, f: impl FnOnce(&mut Core) -> R) -> (R, bool) {
+        let guard = self.publishing();
         let (r, plan) = self.plan(f);
-        let behind = self.store_status().behind;
-        let serial = if !plan.data_changed && !behind {
-            let serial = plan.serial;
-            let snap = plan.meta_changed.then(|| Snapshot::new(&plan.cfg, plan.nodes, plan.answers, serial));
-            self.install(plan.core, snap);
-            serial
-        } else if plan.data_changed && state.is_none() {
-            // Nothing to store (tests, tools): one snapshot, new serial.
-            let serial = next_serial(Some(plan.serial), SystemTime::now());
-            self.install(plan.core, Some(Snapshot::new(&plan.cfg, plan.nodes, plan.answers, serial)));
-            self.serial_tx.send_replace(serial);
-            tracing::info!(serial, "published new zone data");
-            serial
-        } else {
-            if plan.data_changed {
-                let snap = Snapshot::new(&plan.cfg, plan.nodes, plan.answers, plan.serial);
-                self.install(plan.core, Some(snap));
-                self.store_status().behind = true;
-            } else {
-                self.install(plan.core, None);
-            }
-            self.bump(&state)
+        let serial = plan.serial;
+        let changed = plan.data_changed;
+        let snap = (plan.data_changed || plan.meta_changed).then(|| Snapshot::new(&plan.cfg, plan.nodes, plan.answers, serial));
+        let owed = {
+            let mut st = self.store_status();
+            st.behind |= changed;
+            st.behind
         };
-        drop(state);
+        self.install(plan.core, snap);
+        drop(guard);
         self.generation_tx.send_modify(|g| *g += 1);
-        (r, serial)
+        (r, owed)
     }
 
     /// Applies a change only if it can be made durable; blocking. When the
     /// change alters the published data, the new serial is stored first;
     /// then `commit` runs (e.g. writing the registry file); only when both
-    /// succeeded are the new inputs and snapshot swapped in. On an error
-    /// nothing is applied and the old state keeps serving. Returns the
-    /// serial now served.
+    /// succeeded is the change applied (`f` is then run again on the inputs
+    /// of that moment, which health transitions may have changed meanwhile)
+    /// and served. On an error nothing is applied and the old state keeps
+    /// serving. Health transitions are not held up by these writes. Returns
+    /// the serial now served.
     pub fn try_update<R, E>(
         &self,
-        f: impl FnOnce(&mut Core) -> R,
+        f: impl Fn(&mut Core) -> R,
         commit: impl FnOnce() -> Result<(), E>,
     ) -> Result<(R, u32), PublishError<E>> {
-        let state = self.publishing();
-        let (r, plan) = self.plan(f);
+        let state = self.storing();
+        let (_, first) = self.plan(&f);
         let behind = self.store_status().behind;
         let mut new_serial = None;
-        if plan.data_changed || behind {
-            let serial = next_serial(Some(plan.serial), SystemTime::now());
+        if first.data_changed || behind {
+            let serial = next_serial(Some(first.serial), SystemTime::now());
             match self.try_store(&state, serial) {
                 Ok(()) => new_serial = Some(serial),
-                Err(e) if plan.data_changed => {
+                Err(e) if first.data_changed => {
                     tracing::error!(error = %e, "cannot store the new SOA serial; change not applied");
                     return Err(PublishError::Serial(e));
                 }
                 // This change leaves the records alone; the owed serial stays owed.
                 Err(e) => {
-                    tracing::error!(error = %e, serial = plan.serial, "cannot store a new SOA serial; still serving the last stored one")
+                    tracing::error!(error = %e, serial = first.serial, "cannot store a new SOA serial; still serving the last stored one")
                 }
             }
         }
+        drop(first);
         commit().map_err(PublishError::Commit)?;
+        let guard = self.publishing();
+        let (r, plan) = self.plan(&f);
+        // Only stores change the serial, and we hold `storing`: plan.serial is first.serial.
         let serial = new_serial.unwrap_or(plan.serial);
-        let snap = (new_serial.is_some() || plan.meta_changed).then(|| Snapshot::new(&plan.cfg, plan.nodes, plan.answers, serial));
+        let rebuild = new_serial.is_some() || plan.data_changed || plan.meta_changed;
+        let snap = rebuild.then(|| Snapshot::new(&plan.cfg, plan.nodes, plan.answers, serial));
+        let owed = {
+            let mut st = self.store_status();
+            match new_serial {
+                Some(_) => st.behind = false,
+                // Records changed only now (with health changes since): owed.
+                None => st.behind |= plan.data_changed,
+            }
+            st.behind
+        };
         self.install(plan.core, snap);
+        drop(guard);
         if new_serial.is_some() {
-            self.store_status().behind = false;
             self.serial_tx.send_replace(serial);
             tracing::info!(serial, "published new zone data");
         }
+        let serial = if owed { self.bump(&state) } else { serial };
         drop(state);
         self.generation_tx.send_modify(|g| *g += 1);
         Ok((r, serial))
     }
 
-    /// When a serial is owed ([`SerialStore::behind`]), tries to store and
-    /// serve it; blocking. Returns the serial now served.
+    /// When a serial is owed ([`SerialStore::behind`]), tries to store it
+    /// and serve the current data under it; blocking (the fsync). Returns
+    /// the serial now served.
     pub fn retry_store(&self) -> u32 {
-        let state = self.publishing();
-        if self.store_status().behind { self.bump(&state) } else { self.snapshot.load().serial }
+        let state = self.storing();
+        self.bump(&state)
     }
 
-    /// Works out a change on a copy of the inputs (the core lock is held
-    /// only for the copy).
+    /// Works out a change on a copy of the inputs; the core lock is held
+    /// only for the copy.
     fn plan<R>(&self, f: impl FnOnce(&mut Core) -> R) -> (R, Plan) {
-        let mut core = self.lock().clone();
+        let (mut core, cur) = {
+            let c = self.lock();
+            (c.clone(), self.snapshot.load_full())
+        };
         let r = f(&mut core);
         let cfg = core.inputs.config.clone();
         let answers = policy::compute(&cfg, &core.inputs.registry, &core.health);
         let nodes = zone::build_nodes(&cfg, &core.inputs.statics, &core.inputs.registry, &answers);
-        let cur = self.snapshot.load();
         let data_changed = nodes != cur.nodes || cur.soa != zone::soa_record(&cfg, cur.serial);
         let meta_changed = cur.answers != answers || *cur.xfr != crate::xfr::Access::from_config(&cfg);
-        let serial = cur.serial;
-        drop(cur);
-        (r, Plan { core, cfg, answers, nodes, serial, data_changed, meta_changed })
+        (r, Plan { core, cfg, answers, nodes, serial: cur.serial, data_changed, meta_changed })
     }
 
     /// Swaps in new inputs (and snapshot) together.
@@ -371,26 +388,34 @@ impl Publisher {
         }
     }
 
-    /// Stores the serial after the one served and, if that worked, serves
-    /// the current data under it. Returns the serial now served.
+    /// If a serial is owed, stores the serial after the one served and, if
+    /// that worked, serves the data of that moment under it. The caller
+    /// holds `storing`. Returns the serial now served.
     fn bump(&self, state: &Option<StateDir>) -> u32 {
-        let cur = self.snapshot.load_full();
-        let serial = next_serial(Some(cur.serial), SystemTime::now());
+        let base = self.snapshot.load().serial;
+        if !self.store_status().behind {
+            return base;
+        }
+        let serial = next_serial(Some(base), SystemTime::now());
         if let Err(e) = self.try_store(state, serial) {
             tracing::error!(
                 error = %e,
-                serial = cur.serial,
+                serial = base,
                 "cannot store the new SOA serial; the new answers are served under the last stored serial (secondaries are not notified) until it can be stored"
             );
-            return cur.serial;
+            return base;
         }
+        let guard = self.publishing();
+        // Answers swapped in while storing are included: serve them under the new serial.
+        let cur = self.snapshot.load_full();
         let cfg = self.lock().inputs.config.clone();
         let snap = Snapshot::new(&cfg, cur.nodes.clone(), cur.answers.clone(), serial);
+        self.store_status().behind = false;
         {
             let _core = self.lock();
             self.snapshot.store(Arc::new(snap));
         }
-        self.store_status().behind = false;
+        drop(guard);
         self.serial_tx.send_replace(serial);
         tracing::info!(serial, "published new zone data");
         serial

@@ -164,7 +164,7 @@ impl Control {
                         }
                     }
                     core.health.retain(|(k, r), _| new_registry.get(k).is_some_and(|m| m.has_role(*r)));
-                    core.inputs.registry = new_registry;
+                    core.inputs.registry = new_registry.clone();
                 },
                 || write_atomic(&path, text.as_bytes()),
             );
@@ -294,7 +294,7 @@ impl Control {
                     .collect();
                 core.health.retain(|(k, r), _| new_registry.get(k).is_some_and(|m| m.has_role(*r)));
                 core.health.extend(fresh);
-                core.inputs = inputs;
+                core.inputs = inputs.clone();
             },
             || Ok::<(), std::convert::Infallible>(()),
         );

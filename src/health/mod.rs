@@ -23,11 +23,12 @@
 //!   than the period is followed by the next one at once.
 //! - Every transition is logged once (host, port, role, old, new, reason)
 //!   and sent to the applier, which applies a batch in one
-//!   [`Publisher::update`] (new snapshot, serial bump when records change)
-//!   and then writes `state_dir/health.json`, on a blocking thread (a slow
-//!   disk never holds up the probes or DNS). The new answers are served even
-//!   when the serial cannot be stored (under the last stored serial; see
-//!   [`Publisher::update`]); an owed serial is retried every [`SERIAL_RETRY`].
+//!   [`Publisher::update_answers`] (new snapshot at once, under the served
+//!   serial) on a blocking thread; a second task then stores the new serial
+//!   and serves it, and writes `state_dir/health.json`. A slow or full disk
+//!   never holds up the failover, the probes or DNS: while the serial cannot
+//!   be stored the new answers are served under the last stored serial, and
+//!   the owed serial is retried every [`SERIAL_RETRY`].
 //! - [`HealthBoard`] holds the last check of every (master, role): result,
 //!   reason, latency, state and since when. The daemon keeps it in
 //!   [`crate::daemon::Running::health`]; `srvctl status` renders
@@ -138,7 +139,9 @@ pub fn spawn(publisher: Arc<Publisher>, opts: Options, tracker: &TaskTracker, sh
     let board = Arc::new(HealthBoard::new());
     let (tx, rx) = mpsc::unbounded_channel();
     let ctx = Arc::new(Ctx { publisher: publisher.clone(), board: board.clone(), events: tx });
-    tracker.spawn(apply(publisher, board.clone(), rx, opts.stored.path.clone(), shutdown.clone()));
+    let dirty = Arc::new(Dirty { health: std::sync::atomic::AtomicBool::new(false), notify: tokio::sync::Notify::new() });
+    tracker.spawn(apply(publisher.clone(), rx, dirty.clone(), shutdown.clone()));
+    tracker.spawn(persist(publisher, board.clone(), opts.stored.path.clone(), dirty, shutdown.clone()));
     tracker.spawn(supervise(ctx, opts, tracker.clone(), shutdown));
     board
 }
@@ -322,45 +325,47 @@ fn log_transition(host: &str, port: u16, role: Role, t: Transition, reason: &str
     }
 }
 
-/// Applies transitions in batches and persists the result. Publishing
-/// (snapshot building, the serial's fsync) and the write of health.json run
-/// on a blocking thread, one batch at a time: transitions that arrive
-/// meanwhile make the next batch, so many transitions publish once, and a
-/// slow disk delays persistence, never the probes or the DNS tasks.
-async fn apply(
-    publisher: Arc<Publisher>,
-    board: Arc<HealthBoard>,
-    mut rx: mpsc::UnboundedReceiver<Msg>,
-    file: Option<PathBuf>,
-    shutdown: CancellationToken,
-) {
+/// Applies transitions in batches: each batch is one
+/// [`Publisher::update_answers`] on a blocking thread (CPU only: the answers
+/// change at once), and transitions that arrive meanwhile make the next
+/// batch, so many transitions publish once. Persistence (the new serial,
+/// health.json) is left to [`persist`], so a slow or full disk delays
+/// persistence, never the failover, the probes or the DNS tasks.
+async fn apply(publisher: Arc<Publisher>, mut rx: mpsc::UnboundedReceiver<Msg>, dirty: Arc<Dirty>, shutdown: CancellationToken) {
     loop {
-        let behind = publisher.serial_store().behind;
         let first = tokio::select! {
             _ = shutdown.cancelled() => return,
-            e = rx.recv() => match e { Some(e) => Some(e), None => return },
-            _ = tokio::time::sleep(SERIAL_RETRY), if behind => None,
+            e = rx.recv() => match e { Some(e) => e, None => return },
         };
-        let mut batch: Vec<Msg> = first.into_iter().collect();
+        let mut batch = vec![first];
         while let Ok(e) = rx.try_recv() {
             batch.push(e);
         }
-        let (p, b, f) = (publisher.clone(), board.clone(), file.clone());
-        // Not cancelled by shutdown: a batch taken from the channel is published and stored.
-        if let Err(e) = tokio::task::spawn_blocking(move || publish_batch(&p, &b, batch, f.as_deref())).await {
-            tracing::error!(error = %e, "publishing health transitions failed");
+        let p = publisher.clone();
+        match tokio::task::spawn_blocking(move || apply_batch(&p, batch)).await {
+            Ok((changed, owed)) => {
+                dirty.health.fetch_or(changed, std::sync::atomic::Ordering::Relaxed);
+                if changed || owed {
+                    dirty.notify.notify_one();
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "publishing health transitions failed"),
         }
     }
 }
 
-/// One batch: one publication, then health.json if a state changed. An
-/// empty batch only retries storing an owed serial. Blocking.
-fn publish_batch(publisher: &Publisher, board: &HealthBoard, batch: Vec<Msg>, file: Option<&std::path::Path>) {
-    if batch.is_empty() {
-        publisher.retry_store();
-        return;
-    }
-    let (changed, _) = publisher.update(|core| {
+/// What [`persist`] has to write.
+struct Dirty {
+    /// Health states changed since health.json was last written.
+    health: std::sync::atomic::AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+/// One batch; returns (health states changed, serial owed). Blocking, but
+/// no I/O: the owed serial is stored by [`persist`], so the next batch never
+/// waits for the disk.
+fn apply_batch(publisher: &Publisher, batch: Vec<Msg>) -> (bool, bool) {
+    publisher.update_answers(|core| {
         let mut changed = false;
         for msg in batch {
             match msg {
@@ -380,14 +385,48 @@ fn publish_batch(publisher: &Publisher, board: &HealthBoard, batch: Vec<Msg>, fi
             }
         }
         changed
-    });
-    let Some(path) = file else { return };
-    if !changed {
-        return;
-    }
-    let states = publisher.lock().health.clone();
-    let data = store::encode(&states, |k, r| board.since(k, r));
-    if let Err(e) = crate::fsutil::write_atomic(path, &data) {
-        tracing::error!(file = %path.display(), error = %e, "cannot store health states");
+    })
+}
+
+/// Stores the serial owed by published transitions and writes health.json,
+/// on a blocking thread, as often as the disk allows (notifications that
+/// arrive meanwhile are coalesced). While a serial is owed but cannot be
+/// stored, retries every [`SERIAL_RETRY`]. At shutdown, writes health.json
+/// one last time if it is behind.
+async fn persist(
+    publisher: Arc<Publisher>,
+    board: Arc<HealthBoard>,
+    file: Option<PathBuf>,
+    dirty: Arc<Dirty>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let behind = publisher.serial_store().behind;
+        let stop = tokio::select! {
+            _ = shutdown.cancelled() => true,
+            _ = dirty.notify.notified() => false,
+            _ = tokio::time::sleep(SERIAL_RETRY), if behind => false,
+        };
+        let write = dirty.health.swap(false, std::sync::atomic::Ordering::Relaxed);
+        let (p, b, f) = (publisher.clone(), board.clone(), file.clone());
+        let res = tokio::task::spawn_blocking(move || {
+            if !stop {
+                p.retry_store();
+            }
+            if let (true, Some(path)) = (write, f) {
+                let states = p.lock().health.clone();
+                let data = store::encode(&states, |k, r| b.since(k, r));
+                if let Err(e) = crate::fsutil::write_atomic(&path, &data) {
+                    tracing::error!(file = %path.display(), error = %e, "cannot store health states");
+                }
+            }
+        })
+        .await;
+        if let Err(e) = res {
+            tracing::error!(error = %e, "storing health states failed");
+        }
+        if stop {
+            return;
+        }
     }
 }
