@@ -6,8 +6,8 @@
 //!                                                  │ board (last check)      │
 //!                                                  v                         │
 //!                               applier <── transitions (mpsc) <─────────────┘
-//!                                  │  one Publisher::update per batch
-//!                                  └─> state_dir/health.json (atomic)
+//!                                  │  one Publisher::update_answers per batch
+//!                                  └─> persist: new serial, state_dir/health.json
 //! ```
 //!
 //! - A master gets one probe per kind of request: `GET /status/v1/simple`
