@@ -125,8 +125,8 @@ pub async fn start_with(
     }
     let inputs = Inputs::load(config)?;
     let cfg = inputs.config.clone();
-    let state = StateDir::open(&cfg.server.state_dir)
-        .map_err(|e| DaemonError::State { dir: cfg.server.state_dir.display().to_string(), source: e })?;
+    // Problems with state_dir are logged, never fatal (see Publisher::new).
+    let state = StateDir::new(&cfg.server.state_dir);
     // Health checks (DESIGN.md §6): the TLS settings must load, and the last
     // known states come from state_dir (no state: up until the first check).
     let network_checks = crate::health::NetworkChecks::new(&cfg.health).map_err(|e| ConfigError::new(&cfg.path, e.key, e.reason))?;

@@ -4,8 +4,31 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
 
+/// Test hook: writes under a directory take this much longer (see
+/// [`set_write_delay`]).
+static WRITE_DELAY: Mutex<Option<(PathBuf, Duration)>> = Mutex::new(None);
+
+/// Test hook, not for production use: every [`write_atomic`] of a file under
+/// `dir` sleeps `delay` before its fsync, standing in for a slow disk
+/// (`Duration::ZERO` removes the delay). Lets tests check that a slow disk
+/// delays persistence, never answers.
+#[doc(hidden)]
+pub fn set_write_delay(dir: &Path, delay: Duration) {
+    let mut d = WRITE_DELAY.lock().unwrap_or_else(|e| e.into_inner());
+    *d = (!delay.is_zero()).then(|| (dir.to_path_buf(), delay));
+}
+
+fn injected_delay(path: &Path) -> Option<Duration> {
+    let d = WRITE_DELAY.lock().unwrap_or_else(|e| e.into_inner());
+    d.as_ref().filter(|(dir, _)| path.starts_with(dir)).map(|(_, t)| *t)
+}
+
+/// Replaces `path` with `data` durably. Blocking (fsync): never call it on
+/// an async task; use `spawn_blocking` or a thread.
 pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
@@ -20,6 +43,9 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
             f.set_permissions(meta.permissions())?;
         }
         f.write_all(data)?;
+        if let Some(d) = injected_delay(path) {
+            std::thread::sleep(d);
+        }
         f.sync_all()?;
         drop(f);
         fs::rename(&tmp, path)?;

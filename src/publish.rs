@@ -2,11 +2,16 @@
 //! health states), recomputes the zone when one changes, raises the serial
 //! when the published data changed, and swaps in a new snapshot.
 //!
-//! The inputs sit behind a plain mutex that is never held across an await;
-//! the DNS side only ever loads the snapshot `Arc`.
+//! The inputs sit behind a plain mutex that is never held across an await
+//! or any I/O; the DNS side only ever loads the snapshot `Arc`. Publishing
+//! (snapshot building, the serial's fsync) is blocking work, done on
+//! blocking threads by the health checker and the control socket.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
+
+use hickory_proto::rr::LowerName;
 
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
@@ -14,7 +19,7 @@ use tokio::sync::watch;
 use crate::config::{Config, ConfigError};
 use crate::policy::{self, HealthStates};
 use crate::registry::Registry;
-use crate::state::{StateDir, next_serial};
+use crate::state::{StateDir, StoreError, next_serial};
 use crate::zone::{self, Snapshot};
 use crate::zonefile::{self, StaticRecord};
 
@@ -94,17 +99,68 @@ pub fn check_registry_against_statics(config: &Config, statics: &[StaticRecord],
     Ok(())
 }
 
-/// The inputs. The serial and records served are those of the current
-/// snapshot, which is only ever replaced while this is locked.
+/// The inputs the published zone is computed from. Read them with
+/// [`Publisher::lock`]; change them only through [`Publisher::update`] or
+/// [`Publisher::try_update`] (which work on a copy and swap it in).
+#[derive(Clone)]
 pub struct Core {
     pub inputs: Inputs,
     pub health: HealthStates,
-    state: Option<StateDir>,
+}
+
+/// How storing the SOA serial goes, for `srvctl status` (and metrics).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SerialStore {
+    /// Failed attempts to store a serial since srvd started.
+    pub failures: u64,
+    /// The last failure, while storing fails (cleared once a serial is stored).
+    pub error: Option<String>,
+    /// Published data changed after the served serial was stored (a health
+    /// transition while the serial could not be stored, or a start that
+    /// could not store a new serial): a higher serial is still owed. Retried
+    /// on every publication and by [`Publisher::retry_store`].
+    pub behind: bool,
+}
+
+/// Why [`Publisher::try_update`] applied nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError<E> {
+    /// The change alters the published data and its new serial could not be stored.
+    #[error("{0}")]
+    Serial(StoreError),
+    /// The caller's commit step (e.g. writing the registry file) failed.
+    #[error("{0}")]
+    Commit(E),
+}
+
+/// A change worked out on a copy of the inputs, not yet published.
+struct Plan {
+    core: Core,
+    cfg: Arc<Config>,
+    answers: Vec<policy::RoleAnswer>,
+    nodes: HashMap<LowerName, zone::Node>,
+    /// The snapshot served when the plan was made.
+    serial: u32,
+    /// The records (or the SOA fields) differ: a new serial is due.
+    data_changed: bool,
+    /// Only the explanation (policy output) or transfer settings differ.
+    meta_changed: bool,
 }
 
 /// Shared between the DNS side, the health checker and the control socket.
+///
+/// Locks, always taken in this order: `storing` (serialises the serial's
+/// fsync and srvctl's durable changes), `publishing` (serialises working
+/// out a change and swapping it in: CPU only, never I/O), `core` (held only
+/// for a copy or a swap, so async tasks may take it). The first two are
+/// only taken on blocking threads: [`Publisher::update`] and friends are
+/// blocking calls (use `spawn_blocking` from async code).
 pub struct Publisher {
     core: Mutex<Core>,
+    /// Owns the state directory.
+    storing: Mutex<Option<StateDir>>,
+    publishing: Mutex<()>,
+    store: Mutex<SerialStore>,
     snapshot: ArcSwap<Snapshot>,
     serial_tx: watch::Sender<u32>,
     /// Bumped after every [`Publisher::update`] (registry, config, health):
@@ -115,22 +171,45 @@ pub struct Publisher {
 
 impl Publisher {
     /// Builds the first snapshot. The serial is max(stored + 1, now) and is
-    /// stored before anything is served.
+    /// stored before it is served. When it cannot be stored, srvd still
+    /// starts (an error is logged and [`Publisher::serial_store`] reports
+    /// it), serving the last stored serial if one is readable, and stores a
+    /// higher one as soon as it can. Never fails (the `Result` is kept for
+    /// callers).
     pub fn new(inputs: Inputs, health: HealthStates, state: Option<StateDir>) -> std::io::Result<Arc<Publisher>> {
-        let last = match &state {
-            Some(s) => s.last_serial()?,
-            None => None,
+        let mut status = SerialStore::default();
+        let serial = match &state {
+            None => next_serial(None, SystemTime::now()),
+            Some(s) => {
+                let loaded = s.load_serial();
+                let next = next_serial(loaded.last, SystemTime::now());
+                match s.store_serial(next) {
+                    Ok(()) => next,
+                    Err(e) => {
+                        status = SerialStore { failures: 1, error: Some(e.to_string()), behind: true };
+                        match loaded.last {
+                            Some(last) => {
+                                tracing::error!(error = %e, serial = last, "cannot store a new SOA serial; serving the last stored one until a higher one can be stored");
+                                last
+                            }
+                            None => {
+                                tracing::error!(error = %e, serial = next, "cannot store a new SOA serial and no stored one is readable; serving an unstored serial from the clock");
+                                next
+                            }
+                        }
+                    }
+                }
+            }
         };
-        let serial = next_serial(last, SystemTime::now());
-        if let Some(s) = &state {
-            s.store_serial(serial)?;
-        }
         let answers = policy::compute(&inputs.config, &inputs.registry, &health);
         let nodes = zone::build_nodes(&inputs.config, &inputs.statics, &inputs.registry, &answers);
         let snap = Snapshot::new(&inputs.config, nodes, answers, serial);
         let (serial_tx, _) = watch::channel(serial);
         Ok(Arc::new(Publisher {
-            core: Mutex::new(Core { inputs, health, state }),
+            core: Mutex::new(Core { inputs, health }),
+            storing: Mutex::new(state),
+            publishing: Mutex::new(()),
+            store: Mutex::new(status),
             snapshot: ArcSwap::from_pointee(snap),
             serial_tx,
             generation_tx: watch::channel(0).0,
@@ -159,45 +238,201 @@ impl Publisher {
         self.generation_tx.subscribe()
     }
 
-    /// Locks the inputs. Never hold the guard across an await.
+    /// Locks the inputs for reading (held only briefly by writers, never
+    /// across I/O). Never hold the guard across an await, and do not change
+    /// the inputs through it: use [`Publisher::update`].
     pub fn lock(&self) -> MutexGuard<'_, Core> {
         self.core.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Applies a change to the inputs and republishes. Returns the serial now served.
-    pub fn update<R>(&self, f: impl FnOnce(&mut Core) -> R) -> (R, u32) {
-        let mut core = self.lock();
-        let r = f(&mut core);
-        let serial = self.republish(&mut core);
-        drop(core);
-        self.generation_tx.send_modify(|g| *g += 1);
-        (r, serial)
+    /// How storing the serial goes (failures, last error, serial owed).
+    pub fn serial_store(&self) -> SerialStore {
+        self.store_status().clone()
     }
 
-    /// Recomputes the zone from the locked inputs; swaps it in if it differs.
-    pub fn republish(&self, core: &mut Core) -> u32 {
+    fn store_status(&self) -> MutexGuard<'_, SerialStore> {
+        self.store.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn storing(&self) -> MutexGuard<'_, Option<StateDir>> {
+        self.storing.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn publishing(&self) -> MutexGuard<'_, ()> {
+        self.publishing.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Applies a change to the inputs and republishes, storing a new serial
+    /// if the data changed; blocking. Returns the serial now served:
+    /// [`Publisher::update_answers`] then [`Publisher::retry_store`].
+    pub fn update<R>(&self, f: impl FnOnce(&mut Core) -> R) -> (R, u32) {
+        let (r, _) = self.update_answers(f);
+        (r, self.retry_store())
+    }
+
+    /// Applies a change that must be served whatever the disk does (health
+    /// transitions: failing over matters more than secondaries): the new
+    /// answers are swapped in at once under the serial served now (no I/O
+    /// here, only CPU). If the records changed, a new serial is owed
+    /// ([`SerialStore::behind`]; returned as `true`), to be stored and
+    /// served by [`Publisher::retry_store`]. While the serial cannot be
+    /// stored, the answers stay under the last stored serial (no NOTIFY);
+    /// the failure is logged and counted.
+    pub fn update_answers<R>(&self, f: impl FnOnce(&mut Core) -> R) -> (R, bool) {
+        let guard = self.publishing();
+        let (r, plan) = self.plan(f);
+        let serial = plan.serial;
+        let changed = plan.data_changed;
+        let snap = (plan.data_changed || plan.meta_changed).then(|| Snapshot::new(&plan.cfg, plan.nodes, plan.answers, serial));
+        let owed = {
+            let mut st = self.store_status();
+            st.behind |= changed;
+            st.behind
+        };
+        self.install(plan.core, snap);
+        drop(guard);
+        self.generation_tx.send_modify(|g| *g += 1);
+        (r, owed)
+    }
+
+    /// Applies a change only if it can be made durable; blocking. When the
+    /// change alters the published data, the new serial is stored first;
+    /// then `commit` runs (e.g. writing the registry file); only when both
+    /// succeeded is the change applied (`f` is then run again on the inputs
+    /// of that moment, which health transitions may have changed meanwhile)
+    /// and served. On an error nothing is applied and the old state keeps
+    /// serving. Health transitions are not held up by these writes. Returns
+    /// the serial now served.
+    pub fn try_update<R, E>(
+        &self,
+        f: impl Fn(&mut Core) -> R,
+        commit: impl FnOnce() -> Result<(), E>,
+    ) -> Result<(R, u32), PublishError<E>> {
+        let state = self.storing();
+        let (_, first) = self.plan(&f);
+        let behind = self.store_status().behind;
+        let mut new_serial = None;
+        if first.data_changed || behind {
+            let serial = next_serial(Some(first.serial), SystemTime::now());
+            match self.try_store(&state, serial) {
+                Ok(()) => new_serial = Some(serial),
+                Err(e) if first.data_changed => {
+                    tracing::error!(error = %e, "cannot store the new SOA serial; change not applied");
+                    return Err(PublishError::Serial(e));
+                }
+                // This change leaves the records alone; the owed serial stays owed.
+                Err(e) => {
+                    tracing::error!(error = %e, serial = first.serial, "cannot store a new SOA serial; still serving the last stored one")
+                }
+            }
+        }
+        drop(first);
+        commit().map_err(PublishError::Commit)?;
+        let guard = self.publishing();
+        let (r, plan) = self.plan(&f);
+        // Only stores change the serial, and we hold `storing`: plan.serial is first.serial.
+        let serial = new_serial.unwrap_or(plan.serial);
+        let rebuild = new_serial.is_some() || plan.data_changed || plan.meta_changed;
+        let snap = rebuild.then(|| Snapshot::new(&plan.cfg, plan.nodes, plan.answers, serial));
+        let owed = {
+            let mut st = self.store_status();
+            match new_serial {
+                Some(_) => st.behind = false,
+                // Records changed only now (with health changes since): owed.
+                None => st.behind |= plan.data_changed,
+            }
+            st.behind
+        };
+        self.install(plan.core, snap);
+        drop(guard);
+        if new_serial.is_some() {
+            self.serial_tx.send_replace(serial);
+            tracing::info!(serial, "published new zone data");
+        }
+        let serial = if owed { self.bump(&state) } else { serial };
+        drop(state);
+        self.generation_tx.send_modify(|g| *g += 1);
+        Ok((r, serial))
+    }
+
+    /// When a serial is owed ([`SerialStore::behind`]), tries to store it
+    /// and serve the current data under it; blocking (the fsync). Returns
+    /// the serial now served.
+    pub fn retry_store(&self) -> u32 {
+        let state = self.storing();
+        self.bump(&state)
+    }
+
+    /// Works out a change on a copy of the inputs; the core lock is held
+    /// only for the copy.
+    fn plan<R>(&self, f: impl FnOnce(&mut Core) -> R) -> (R, Plan) {
+        let (mut core, cur) = {
+            let c = self.lock();
+            (c.clone(), self.snapshot.load_full())
+        };
+        let r = f(&mut core);
         let cfg = core.inputs.config.clone();
         let answers = policy::compute(&cfg, &core.inputs.registry, &core.health);
         let nodes = zone::build_nodes(&cfg, &core.inputs.statics, &core.inputs.registry, &answers);
-        let cur = self.snapshot.load();
-        let config_changed = cur.soa != zone::soa_record(&cfg, cur.serial);
-        if nodes == cur.nodes && !config_changed {
-            if cur.answers != answers || *cur.xfr != crate::xfr::Access::from_config(&cfg) {
-                // Same records, different explanation (e.g. a pending master)
-                // or other transfer settings: keep the serial.
-                self.snapshot.store(Arc::new(Snapshot::new(&cfg, nodes, answers, cur.serial)));
-            }
-            return cur.serial;
+        let data_changed = nodes != cur.nodes || cur.soa != zone::soa_record(&cfg, cur.serial);
+        let meta_changed = cur.answers != answers || *cur.xfr != crate::xfr::Access::from_config(&cfg);
+        (r, Plan { core, cfg, answers, nodes, serial: cur.serial, data_changed, meta_changed })
+    }
+
+    /// Swaps in new inputs (and snapshot) together.
+    fn install(&self, core: Core, snap: Option<Snapshot>) {
+        let mut c = self.lock();
+        *c = core;
+        if let Some(s) = snap {
+            self.snapshot.store(Arc::new(s));
         }
-        let serial = next_serial(Some(cur.serial), SystemTime::now());
-        if let Some(s) = &core.state
-            && let Err(e) = s.store_serial(serial)
+    }
+
+    /// If a serial is owed, stores the serial after the one served and, if
+    /// that worked, serves the data of that moment under it. The caller
+    /// holds `storing`. Returns the serial now served.
+    fn bump(&self, state: &Option<StateDir>) -> u32 {
+        let base = self.snapshot.load().serial;
+        if !self.store_status().behind {
+            return base;
+        }
+        let serial = next_serial(Some(base), SystemTime::now());
+        if let Err(e) = self.try_store(state, serial) {
+            tracing::error!(
+                error = %e,
+                serial = base,
+                "cannot store the new SOA serial; the new answers are served under the last stored serial (secondaries are not notified) until it can be stored"
+            );
+            return base;
+        }
+        let guard = self.publishing();
+        // Answers swapped in while storing are included: serve them under the new serial.
+        let cur = self.snapshot.load_full();
+        let cfg = self.lock().inputs.config.clone();
+        let snap = Snapshot::new(&cfg, cur.nodes.clone(), cur.answers.clone(), serial);
+        self.store_status().behind = false;
         {
-            tracing::error!(error = %e, dir = %s.path().display(), "cannot store the SOA serial; serving it anyway");
+            let _core = self.lock();
+            self.snapshot.store(Arc::new(snap));
         }
-        self.snapshot.store(Arc::new(Snapshot::new(&cfg, nodes, answers, serial)));
+        drop(guard);
         self.serial_tx.send_replace(serial);
         tracing::info!(serial, "published new zone data");
         serial
+    }
+
+    /// Stores `serial` (when there is a state directory), keeping count of failures.
+    fn try_store(&self, state: &Option<StateDir>, serial: u32) -> Result<(), StoreError> {
+        let Some(dir) = state else { return Ok(()) };
+        let r = dir.store_serial(serial);
+        let mut st = self.store_status();
+        match &r {
+            Ok(()) => st.error = None,
+            Err(e) => {
+                st.failures = st.failures.saturating_add(1);
+                st.error = Some(e.to_string());
+            }
+        }
+        r
     }
 }

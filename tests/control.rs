@@ -278,6 +278,13 @@ async fn list_explain_reload_and_exit_codes() {
     ok(&srvctl(&d, &["set-weight", "m1.example.com", "3"]).await);
 
     // reload of a broken file: refused with file, key, reason; old state serves.
+    // First let the hand-added master's first check publish it (and its serial follow).
+    let publisher = d.running.as_ref().unwrap().publisher.clone();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while publisher.lock().health.values().any(|h| *h == srvd::policy::Health::Pending) || publisher.serial_store().behind {
+        assert!(std::time::Instant::now() < deadline, "the hand-added master was never checked");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     let serial = d.serial();
     let good = std::fs::read_to_string(&path).unwrap();
     std::fs::write(&path, format!("{good}\n[[master]]\nhost = \"x.example.com\"\nsite = \"nowhere\"\n")).unwrap();

@@ -234,7 +234,7 @@ fn sighup_reloads_and_a_bad_file_keeps_the_old_state() {
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(list(), ["a.example.com", "b.example.com"]);
     // srvctl reload names the fault.
-    match client::request(&sock, &Request::Reload) {
+    match client::request(&sock, &Request::Reload(Default::default())) {
         Ok(Response::Refused(f)) => {
             assert_eq!(f.key.as_deref(), Some("master[2].site"));
             assert!(f.reason.unwrap().contains("unknown site"));

@@ -112,7 +112,12 @@ async fn switching_a_master_moves_it_out_of_and_back_into_the_answers() {
         let took = wait_for(&d, PUPPET_DC1, &[PM2], LIMIT).await;
         let st = status(&d, &pm1, Role::Puppet);
         assert_eq!((st.state, st.state_reason.as_str()), ("down", reason), "{b:?}: {st:?}");
-        assert!(d.serial() > serial, "{b:?}: serial bumped");
+        // The answers change first; the new serial follows once stored (fsync).
+        let deadline = std::time::Instant::now() + LIMIT;
+        while d.serial() <= serial {
+            assert!(std::time::Instant::now() < deadline, "{b:?}: serial not bumped");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         eprintln!("{b:?}: gone after {took:?}");
         pm1.set(Behaviour::Healthy).await;
         let took = wait_for(&d, PUPPET_DC1, &[PM1, PM2], LIMIT).await;

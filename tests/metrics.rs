@@ -215,7 +215,12 @@ async fn health_transitions_serial_and_reloads_are_reflected() {
     switch.failing.lock().unwrap().insert("pm1.example.com".into());
     let got = scrape_until(&d, &[(pm1_up, 0.0), (dc1_down, 1.0), (dc1_up, 2.0), ("srvd_health_transitions_total{to=\"down\"}", 1.0)]).await;
     assert!(got["srvd_health_check_failures_total"] >= 1.0);
-    assert!(d.serial() > serial_before, "the withdrawal raised the serial");
+    // The answers change first; the new serial follows once stored (fsync).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while d.serial() <= serial_before {
+        assert!(std::time::Instant::now() < deadline, "the withdrawal did not raise the serial");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let got = scrape_until(&d, &[("srvd_zone_serial", f64::from(d.serial()))]).await;
     assert_eq!(got["srvd_health_transitions_total{to=\"up\"}"], 0.0);
 

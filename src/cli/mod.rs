@@ -66,7 +66,7 @@ pub enum Command {
     /// Every published SRV name, its records in order, and why each master is in or out.
     Explain(explain::Args),
     /// Re-read config, zone file and registry (what SIGHUP does).
-    Reload,
+    Reload(reload::Args),
 }
 
 impl Command {
@@ -80,7 +80,7 @@ impl Command {
             Command::List => Request::List,
             Command::Status => status::request(),
             Command::Explain(a) => a.request(),
-            Command::Reload => reload::request(),
+            Command::Reload(a) => a.request(),
         }
     }
 }

@@ -210,6 +210,20 @@ fn status(s: &StatusReport) -> String {
         }
     }
     let mut out = format!("serial {}  ttl {}s  srvd up since {}\n", s.serial, s.ttl, fmt_utc(s.started));
+    if let Some(st) = &s.serial_store {
+        match &st.error {
+            Some(e) => {
+                let _ = writeln!(out, "WARNING: the SOA serial cannot be stored ({} failures): {e}", st.failures);
+            }
+            None => {
+                let _ = writeln!(out, "serial store: {} failures since start, storing works again", st.failures);
+            }
+        }
+        if st.behind {
+            let _ =
+                writeln!(out, "WARNING: the answers changed under serial {}; secondaries get them once a new serial is stored", s.serial);
+        }
+    }
     out.push_str(&table(
         "",
         &["MASTER", "SITE", "ROLE", "STATE", "SINCE", "PUBLISHED", "WEIGHT", "DRAINED", "LATENCY", "LAST CHECK"],

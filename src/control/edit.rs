@@ -10,7 +10,7 @@ use super::proto::{AddMaster, ChangeReport, Failure, ReloadReport, Reply, Reques
 use crate::config::Config;
 use crate::fsutil::write_atomic;
 use crate::policy::{Health, HealthStates};
-use crate::publish::{Inputs, check_registry_against_statics};
+use crate::publish::{Inputs, PublishError, check_registry_against_statics};
 use crate::regedit::RegistryDoc;
 use crate::registry::{Master, MasterKey, RawMaster, Registry, read_text, split_host_port, validate_master};
 
@@ -153,20 +153,34 @@ impl Control {
             if let Err(e) = check_registry_against_statics(&config, &statics, &new_registry) {
                 return Response::Refused(e.into());
             }
-            if let Err(e) = write_atomic(&path, text.as_bytes()) {
-                return Response::Error(Failure::new(format!("cannot write the registry {}: {e} (nothing changed)", path.display())));
-            }
-            st.text = Some(text);
             let added = matches!(req, Request::AddMaster(_));
-            let ((), serial) = self.publisher.update(|core| {
-                if let Some(m) = new_registry.get(&key).filter(|_| added) {
-                    for &r in &m.roles {
-                        core.health.insert((key.clone(), r), Health::Pending);
+            // The serial first (when the answers change), then the registry
+            // file, then the new state: a failure of either write applies nothing.
+            let result = self.publisher.try_update(
+                |core| {
+                    if let Some(m) = new_registry.get(&key).filter(|_| added) {
+                        for &r in &m.roles {
+                            core.health.insert((key.clone(), r), Health::Pending);
+                        }
                     }
+                    core.health.retain(|(k, r), _| new_registry.get(k).is_some_and(|m| m.has_role(*r)));
+                    core.inputs.registry = new_registry.clone();
+                },
+                || write_atomic(&path, text.as_bytes()),
+            );
+            let serial = match result {
+                Ok(((), serial)) => serial,
+                Err(PublishError::Serial(e)) => {
+                    return Response::Error(Failure::new(format!(
+                        "{e}; nothing changed (the registry {} was not written, the answers and serial are unchanged)",
+                        path.display()
+                    )));
                 }
-                core.health.retain(|(k, r), _| new_registry.get(k).is_some_and(|m| m.has_role(*r)));
-                core.inputs.registry = new_registry;
-            });
+                Err(PublishError::Commit(e)) => {
+                    return Response::Error(Failure::new(format!("cannot write the registry {}: {e} (nothing changed)", path.display())));
+                }
+            };
+            st.text = Some(text);
             self.note_drains(SystemTime::now());
             serial
         } else {
@@ -192,9 +206,18 @@ impl Control {
         }
     }
 
-    /// Re-reads config, zone file and registry. On any error the old state
-    /// keeps serving and the error names file, key and reason.
+    /// Re-reads config, zone file and registry (not forced: see
+    /// [`Control::reload_with`]). This is what SIGHUP does.
     pub fn reload(&self) -> Response {
+        self.reload_with(false)
+    }
+
+    /// Re-reads config, zone file and registry. On any error the old state
+    /// keeps serving and the error names file, key and reason. Unless
+    /// `force`, a reload that would remove every master, or more than half
+    /// of them and more than one ([`mass_removal`]), is refused: an empty or
+    /// missing registry is more often a half-written file than an intent.
+    pub fn reload_with(&self, force: bool) -> Response {
         let mut st = self.edit_state();
         let old = self.publisher.lock().inputs.clone();
         let loaded = Config::load(&old.config.path).and_then(Inputs::load);
@@ -211,6 +234,39 @@ impl Control {
                 return Response::Refused(f);
             }
         };
+        let (added, removed, modified) = diff(&old.registry, &inputs.registry);
+        let (before_n, after_n) = (old.registry.masters.len(), inputs.registry.masters.len());
+        if mass_removal(before_n, removed.len()) {
+            let path = inputs.config.server.registry.display().to_string();
+            let what = if text.is_none() {
+                "does not exist"
+            } else if after_n == 0 {
+                "has no masters"
+            } else {
+                "lists too few masters"
+            };
+            if force {
+                tracing::warn!(file = %path, before = before_n, after = after_n, removed = removed.len(), "reload --force removes {} of {before_n} masters", removed.len());
+            } else {
+                tracing::warn!(
+                    file = %path,
+                    before = before_n,
+                    after = after_n,
+                    removed = removed.len(),
+                    "reload refused: the registry {what} and would remove {} of {before_n} masters; still serving the previous state (srvctl reload --force applies it)",
+                    removed.len()
+                );
+                self.count_reload(false);
+                let mut f = Failure::new(format!(
+                    "the registry {path} {what}: reloading would remove {} of {before_n} masters ({after_n} left); \
+                     still serving the previous state. If this is intended, run `srvctl reload --force`",
+                    removed.len()
+                ));
+                f.file = Some(path);
+                f.reason = Some(format!("would remove {} of {before_n} masters", removed.len()));
+                return Response::Refused(f);
+            }
+        }
         let mut restart_needed = Vec::new();
         let (o, n) = (&old.config.server, &inputs.config.server);
         if o.listen != n.listen {
@@ -225,21 +281,31 @@ impl Control {
         if o.metrics != n.metrics {
             restart_needed.push("server.metrics".to_string());
         }
-        let (added, removed, modified) = diff(&old.registry, &inputs.registry);
         let before = self.publisher.snapshot().serial;
         let new_registry = inputs.registry.clone();
-        let ((), serial) = self.publisher.update(|core| {
-            let fresh: HealthStates = new_registry
-                .masters
-                .iter()
-                .flat_map(|m| m.roles.iter().map(move |&r| (m.key(), r)))
-                .filter(|(k, r)| old.registry.get(k).is_none_or(|om| !om.has_role(*r)))
-                .map(|kr| (kr, Health::Pending))
-                .collect();
-            core.health.retain(|(k, r), _| new_registry.get(k).is_some_and(|m| m.has_role(*r)));
-            core.health.extend(fresh);
-            core.inputs = inputs;
-        });
+        let result = self.publisher.try_update(
+            |core| {
+                let fresh: HealthStates = new_registry
+                    .masters
+                    .iter()
+                    .flat_map(|m| m.roles.iter().map(move |&r| (m.key(), r)))
+                    .filter(|(k, r)| old.registry.get(k).is_none_or(|om| !om.has_role(*r)))
+                    .map(|kr| (kr, Health::Pending))
+                    .collect();
+                core.health.retain(|(k, r), _| new_registry.get(k).is_some_and(|m| m.has_role(*r)));
+                core.health.extend(fresh);
+                core.inputs = inputs.clone();
+            },
+            || Ok::<(), std::convert::Infallible>(()),
+        );
+        let serial = match result {
+            Ok(((), serial)) => serial,
+            Err(e) => {
+                tracing::error!(error = %e, "reload not applied; still serving the previous state");
+                self.count_reload(false);
+                return Response::Error(Failure::new(format!("{e}; reload not applied, still serving the previous state")));
+            }
+        };
         st.text = text;
         drop(st);
         self.note_drains(SystemTime::now());
@@ -247,6 +313,13 @@ impl Control {
         tracing::info!(serial, added = added.len(), removed = removed.len(), modified = modified.len(), "reloaded");
         Response::Ok(Reply::Reload(ReloadReport { serial, changed: serial != before, added, removed, modified, restart_needed }))
     }
+}
+
+/// Whether removing `removed` of `before` masters needs `reload --force`:
+/// all of them (at least one), or more than half and more than one. One
+/// master removed by hand from a larger estate reloads as usual.
+pub fn mass_removal(before: usize, removed: usize) -> bool {
+    before > 0 && (removed >= before || (removed > 1 && removed.saturating_mul(2) > before))
 }
 
 /// Validates an add-master request into a master that is not registered yet.

@@ -113,6 +113,12 @@ impl Control {
         }
     }
 
+    /// Trouble storing the serial, if any since start (for `srvctl status`).
+    pub fn serial_store_report(&self) -> Option<proto::SerialStoreReport> {
+        let s = self.publisher.serial_store();
+        (s.failures > 0 || s.behind).then_some(proto::SerialStoreReport { failures: s.failures, error: s.error, behind: s.behind })
+    }
+
     pub fn publisher(&self) -> &Arc<Publisher> {
         &self.publisher
     }
@@ -135,9 +141,9 @@ impl Control {
                 Ok(r) => Response::Ok(Reply::Explain(r)),
                 Err(f) => Response::Refused(f),
             },
-            Request::Reload => {
+            Request::Reload(args) => {
                 let this = self.clone();
-                let r = tokio::task::spawn_blocking(move || this.reload()).await;
+                let r = tokio::task::spawn_blocking(move || this.reload_with(args.force)).await;
                 let resp = r.unwrap_or_else(|e| Response::Error(Failure::new(format!("reload failed: {e}"))));
                 log_outcome("reload", "-", peer_uid, &resp);
                 resp

@@ -19,7 +19,7 @@ pub enum Request {
     List,
     Status,
     Explain(ExplainArgs),
-    Reload,
+    Reload(ReloadArgs),
 }
 
 impl Request {
@@ -34,7 +34,7 @@ impl Request {
             Request::List => "list",
             Request::Status => "status",
             Request::Explain(_) => "explain",
-            Request::Reload => "reload",
+            Request::Reload(_) => "reload",
         }
     }
 
@@ -86,6 +86,16 @@ pub struct ExplainArgs {
     /// A site name, "@" for the site-less names at the zone apex, or none for all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub site: Option<String>,
+}
+
+/// `reload`. `{"command": "reload"}` (what older srvctl sends) is a reload
+/// without `force`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadArgs {
+    /// Apply the reload even when it would remove every master, or more
+    /// than half of them (refused otherwise).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force: bool,
 }
 
 /// The daemon's answer: `{"ok": {...}}`, `{"refused": {...}}` or `{"error": {...}}`.
@@ -209,6 +219,24 @@ pub struct StatusReport {
     /// When this report was made.
     pub now: u64,
     pub masters: Vec<MasterStatus>,
+    /// Set when storing the SOA serial has failed since srvd started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial_store: Option<SerialStoreReport>,
+}
+
+/// Trouble storing the SOA serial in `state_dir` (full disk, unwritable
+/// file). While it lasts, srvctl changes that alter the answers are refused,
+/// and health transitions are served under the last stored serial.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SerialStoreReport {
+    /// Failed attempts since srvd started.
+    pub failures: u64,
+    /// The last failure (file and OS error), while storing fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The answers changed under the served serial; a higher serial will be
+    /// served as soon as it can be stored.
+    pub behind: bool,
 }
 
 /// A master with its health.
@@ -333,6 +361,13 @@ mod tests {
         assert_eq!(serde_json::to_string(&Request::List).unwrap(), r#"{"command":"list"}"#);
         let back: Request = serde_json::from_str(r#"{"command":"list"}"#).unwrap();
         assert_eq!(back, Request::List);
+        // reload: old clients send no `force`; an unforced reload is sent the same way.
+        let back: Request = serde_json::from_str(r#"{"command":"reload"}"#).unwrap();
+        assert_eq!(back, Request::Reload(ReloadArgs { force: false }));
+        assert_eq!(serde_json::to_string(&back).unwrap(), r#"{"command":"reload"}"#);
+        let forced = Request::Reload(ReloadArgs { force: true });
+        assert_eq!(serde_json::to_string(&forced).unwrap(), r#"{"command":"reload","force":true}"#);
+        assert_eq!(serde_json::from_str::<Request>(r#"{"command":"reload","force":true}"#).unwrap(), forced);
         let resp = Response::Refused(Failure::new("no"));
         assert_eq!(serde_json::to_string(&resp).unwrap(), r#"{"refused":{"message":"no"}}"#);
         let st = Response::Ok(Reply::Status(StatusReport {
@@ -363,6 +398,7 @@ mod tests {
                     published: true,
                 }],
             }],
+            serial_store: None,
         }));
         let text = serde_json::to_string(&st).unwrap();
         assert!(text.starts_with(r#"{"ok":{"kind":"status","serial":7"#), "{text}");

@@ -72,6 +72,7 @@ impl Control {
             started: unix(self.started),
             now: unix(SystemTime::now()),
             masters: keys.iter().filter_map(|k| self.master_status(k)).collect(),
+            serial_store: self.serial_store_report(),
         }
     }
 

@@ -6,8 +6,8 @@
 //!                                                  │ board (last check)      │
 //!                                                  v                         │
 //!                               applier <── transitions (mpsc) <─────────────┘
-//!                                  │  one Publisher::update per batch
-//!                                  └─> state_dir/health.json (atomic)
+//!                                  │  one Publisher::update_answers per batch
+//!                                  └─> persist: new serial, state_dir/health.json
 //! ```
 //!
 //! - A master gets one probe per kind of request: `GET /status/v1/simple`
@@ -23,8 +23,12 @@
 //!   than the period is followed by the next one at once.
 //! - Every transition is logged once (host, port, role, old, new, reason)
 //!   and sent to the applier, which applies a batch in one
-//!   [`Publisher::update`] (new snapshot, serial bump when records change)
-//!   and then writes `state_dir/health.json`.
+//!   [`Publisher::update_answers`] (new snapshot at once, under the served
+//!   serial) on a blocking thread; a second task then stores the new serial
+//!   and serves it, and writes `state_dir/health.json`. A slow or full disk
+//!   never holds up the failover, the probes or DNS: while the serial cannot
+//!   be stored the new answers are served under the last stored serial, and
+//!   the owed serial is retried every [`SERIAL_RETRY`].
 //! - [`HealthBoard`] holds the last check of every (master, role): result,
 //!   reason, latency, state and since when. The daemon keeps it in
 //!   [`crate::daemon::Running::health`]; `srvctl status` renders
@@ -111,10 +115,22 @@ struct Event {
     health: Health,
 }
 
+/// What the applier is asked to publish.
+#[derive(Debug)]
+enum Msg {
+    Transition(Event),
+    /// Forget the states of masters (or roles) no longer in the registry.
+    Prune,
+}
+
+/// While a serial is owed (it could not be stored), the applier retries
+/// this often even without new transitions.
+pub const SERIAL_RETRY: Duration = Duration::from_secs(5);
+
 struct Ctx {
     publisher: Arc<Publisher>,
     board: Arc<HealthBoard>,
-    events: mpsc::UnboundedSender<Event>,
+    events: mpsc::UnboundedSender<Msg>,
 }
 
 /// Starts the checker on `tracker`; everything stops on `shutdown`.
@@ -123,7 +139,9 @@ pub fn spawn(publisher: Arc<Publisher>, opts: Options, tracker: &TaskTracker, sh
     let board = Arc::new(HealthBoard::new());
     let (tx, rx) = mpsc::unbounded_channel();
     let ctx = Arc::new(Ctx { publisher: publisher.clone(), board: board.clone(), events: tx });
-    tracker.spawn(apply(publisher, board.clone(), rx, opts.stored.path.clone(), shutdown.clone()));
+    let dirty = Arc::new(Dirty { health: std::sync::atomic::AtomicBool::new(false), notify: tokio::sync::Notify::new() });
+    tracker.spawn(apply(publisher.clone(), rx, dirty.clone(), shutdown.clone()));
+    tracker.spawn(persist(publisher, board.clone(), opts.stored.path.clone(), dirty, shutdown.clone()));
     tracker.spawn(supervise(ctx, opts, tracker.clone(), shutdown));
     board
 }
@@ -199,10 +217,8 @@ async fn supervise(ctx: Arc<Ctx>, opts: Options, tracker: TaskTracker, shutdown:
         // Forget states of masters (or roles) that are gone.
         let stale = states.keys().any(|(k, r)| !registry.get(k).is_some_and(|m| m.has_role(*r)));
         if stale {
-            ctx.publisher.update(|core| {
-                let reg = &core.inputs.registry;
-                core.health.retain(|(k, r), _| reg.get(k).is_some_and(|m| m.has_role(*r)));
-            });
+            // Published by the applier, off the async runtime.
+            let _ = ctx.events.send(Msg::Prune);
         }
 
         tokio::select! {
@@ -289,7 +305,7 @@ async fn run_probe(ctx: Arc<Ctx>, spec: ProbeSpec, mut check: Box<dyn Check>, ti
             });
             let want = h.phase().health();
             if t.is_some() || want != published[i] {
-                let _ = ctx.events.send(Event { key: key.clone(), role: *role, health: want });
+                let _ = ctx.events.send(Msg::Transition(Event { key: key.clone(), role: *role, health: want }));
             }
         }
         let fast = hs.iter().any(Hysteresis::wants_fast);
@@ -309,14 +325,13 @@ fn log_transition(host: &str, port: u16, role: Role, t: Transition, reason: &str
     }
 }
 
-/// Applies transitions in batches and persists the result.
-async fn apply(
-    publisher: Arc<Publisher>,
-    board: Arc<HealthBoard>,
-    mut rx: mpsc::UnboundedReceiver<Event>,
-    file: Option<PathBuf>,
-    shutdown: CancellationToken,
-) {
+/// Applies transitions in batches: each batch is one
+/// [`Publisher::update_answers`] on a blocking thread (CPU only: the answers
+/// change at once), and transitions that arrive meanwhile make the next
+/// batch, so many transitions publish once. Persistence (the new serial,
+/// health.json) is left to [`persist`], so a slow or full disk delays
+/// persistence, never the failover, the probes or the DNS tasks.
+async fn apply(publisher: Arc<Publisher>, mut rx: mpsc::UnboundedReceiver<Msg>, dirty: Arc<Dirty>, shutdown: CancellationToken) {
     loop {
         let first = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -326,29 +341,92 @@ async fn apply(
         while let Ok(e) = rx.try_recv() {
             batch.push(e);
         }
-        let (changed, _) = publisher.update(|core| {
-            let mut changed = false;
-            for e in batch {
-                // The master may have been removed since the check.
-                if !core.inputs.registry.get(&e.key).is_some_and(|m| m.has_role(e.role)) {
-                    continue;
+        let p = publisher.clone();
+        match tokio::task::spawn_blocking(move || apply_batch(&p, batch)).await {
+            Ok((changed, owed)) => {
+                dirty.health.fetch_or(changed, std::sync::atomic::Ordering::Relaxed);
+                if changed || owed {
+                    dirty.notify.notify_one();
                 }
-                changed |= core.health.insert((e.key, e.role), e.health) != Some(e.health);
             }
-            changed
-        });
-        let Some(path) = &file else { continue };
-        if !changed {
-            continue;
+            Err(e) => tracing::error!(error = %e, "publishing health transitions failed"),
         }
-        let states = publisher.lock().health.clone();
-        let data = store::encode(&states, |k, r| board.since(k, r));
-        let p = path.clone();
-        let res = tokio::task::spawn_blocking(move || crate::fsutil::write_atomic(&p, &data)).await;
-        match res {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(file = %path.display(), error = %e, "cannot store health states"),
-            Err(e) => tracing::error!(file = %path.display(), error = %e, "cannot store health states"),
+    }
+}
+
+/// What [`persist`] has to write.
+struct Dirty {
+    /// Health states changed since health.json was last written.
+    health: std::sync::atomic::AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+/// One batch; returns (health states changed, serial owed). Blocking, but
+/// no I/O: the owed serial is stored by [`persist`], so the next batch never
+/// waits for the disk.
+fn apply_batch(publisher: &Publisher, batch: Vec<Msg>) -> (bool, bool) {
+    publisher.update_answers(|core| {
+        let mut changed = false;
+        for msg in batch {
+            match msg {
+                Msg::Transition(e) => {
+                    // The master may have been removed since the check.
+                    if !core.inputs.registry.get(&e.key).is_some_and(|m| m.has_role(e.role)) {
+                        continue;
+                    }
+                    changed |= core.health.insert((e.key, e.role), e.health) != Some(e.health);
+                }
+                Msg::Prune => {
+                    let reg = &core.inputs.registry;
+                    let n = core.health.len();
+                    core.health.retain(|(k, r), _| reg.get(k).is_some_and(|m| m.has_role(*r)));
+                    changed |= core.health.len() != n;
+                }
+            }
+        }
+        changed
+    })
+}
+
+/// Stores the serial owed by published transitions and writes health.json,
+/// on a blocking thread, as often as the disk allows (notifications that
+/// arrive meanwhile are coalesced). While a serial is owed but cannot be
+/// stored, retries every [`SERIAL_RETRY`]. At shutdown, writes health.json
+/// one last time if it is behind.
+async fn persist(
+    publisher: Arc<Publisher>,
+    board: Arc<HealthBoard>,
+    file: Option<PathBuf>,
+    dirty: Arc<Dirty>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let behind = publisher.serial_store().behind;
+        let stop = tokio::select! {
+            _ = shutdown.cancelled() => true,
+            _ = dirty.notify.notified() => false,
+            _ = tokio::time::sleep(SERIAL_RETRY), if behind => false,
+        };
+        let write = dirty.health.swap(false, std::sync::atomic::Ordering::Relaxed);
+        let (p, b, f) = (publisher.clone(), board.clone(), file.clone());
+        let res = tokio::task::spawn_blocking(move || {
+            if !stop {
+                p.retry_store();
+            }
+            if let (true, Some(path)) = (write, f) {
+                let states = p.lock().health.clone();
+                let data = store::encode(&states, |k, r| b.since(k, r));
+                if let Err(e) = crate::fsutil::write_atomic(&path, &data) {
+                    tracing::error!(file = %path.display(), error = %e, "cannot store health states");
+                }
+            }
+        })
+        .await;
+        if let Err(e) = res {
+            tracing::error!(error = %e, "storing health states failed");
+        }
+        if stop {
+            return;
         }
     }
 }
