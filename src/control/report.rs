@@ -94,7 +94,14 @@ impl Control {
                 match self.health_detail(key, role) {
                     Some((state, since, reason, last_check)) => RoleHealth {
                         role: role.to_string(),
-                        state,
+                        // The checker settles a state a moment before the
+                        // applier publishes it: until then, report what DNS
+                        // serves, so "up" always means "published".
+                        state: if matches!(state.as_str(), "up" | "down") && state != health_str(h) {
+                            health_str(h).to_string()
+                        } else {
+                            state
+                        },
                         since: Some(since),
                         reason: Some(reason).filter(|r| !r.is_empty()),
                         last_check,
