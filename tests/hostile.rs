@@ -6,7 +6,20 @@
 
 mod common;
 
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::*;
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::RecordType;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use srvd::dns::fuzzing;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+
+const O: &str = "puppet.example.test.";
 
 /// A wire-format name of `len` octets (at most 255), labels of at most 63.
 fn long_name(len: usize, fill: u8) -> Vec<u8> {
@@ -69,4 +82,560 @@ fn reported_crash_tsig_with_long_names_is_answered() {
         let m = hickory_proto::op::Message::from_vec(&bytes).unwrap();
         assert_eq!(m.metadata.response_code, hickory_proto::op::ResponseCode::NotAuth);
     }
+}
+
+/// Every file of the fuzz corpus (fuzz/corpus/request/) goes through the
+/// same harness as the fuzzer: no panic, every reply parses, fits, has QR
+/// and the request's ID.
+#[test]
+fn fuzz_corpus_replays_clean() {
+    let snap = fuzzing::example_snapshot().unwrap();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/request");
+    let mut files = 0;
+    let mut replies = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        let r = std::panic::catch_unwind(|| fuzzing::fuzz_one(&snap, &bytes));
+        match r {
+            Ok(n) => replies += n,
+            Err(_) => panic!("corpus file {} fails the harness", path.display()),
+        }
+        files += 1;
+    }
+    assert!(files >= 30, "the corpus has its seeds ({files} files)");
+    assert!(replies > files, "most corpus files get replies ({replies} for {files} files)");
+}
+
+// ---------------------------------------------------------------------
+// Packet builders.
+
+fn header(id: u16, flags: u16, counts: [u16; 4]) -> Vec<u8> {
+    let mut h = Vec::with_capacity(12);
+    h.extend_from_slice(&id.to_be_bytes());
+    h.extend_from_slice(&flags.to_be_bytes());
+    for c in counts {
+        h.extend_from_slice(&c.to_be_bytes());
+    }
+    h
+}
+
+fn wire(name: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    for l in name.trim_end_matches('.').split('.').filter(|l| !l.is_empty()) {
+        out.push(l.len() as u8);
+        out.extend_from_slice(l.as_bytes());
+    }
+    out.push(0);
+    out
+}
+
+fn question(name: &str, qtype: u16) -> Vec<u8> {
+    let mut q = wire(name);
+    q.extend_from_slice(&qtype.to_be_bytes());
+    q.extend_from_slice(&[0, 1]);
+    q
+}
+
+/// An OPT record: payload size, version, DO, options (raw), RDLENGTH as given.
+fn opt(size: u16, version: u8, options: &[u8], rdlen: u16) -> Vec<u8> {
+    let mut o = vec![0, 0, 41];
+    o.extend_from_slice(&size.to_be_bytes());
+    o.extend_from_slice(&[0, version, 0x80, 0]);
+    o.extend_from_slice(&rdlen.to_be_bytes());
+    o.extend_from_slice(options);
+    o
+}
+
+fn soa_rr(serial: u32) -> Vec<u8> {
+    let mut rdata = wire(&format!("ns1.{O}"));
+    rdata.extend(wire("hostmaster.example.test."));
+    for v in [serial, 300, 60, 1_209_600, 30] {
+        rdata.extend_from_slice(&v.to_be_bytes());
+    }
+    let mut r = wire(O);
+    r.extend_from_slice(&[0, 6, 0, 1, 0, 0, 0, 30]);
+    r.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+    r.extend(rdata);
+    r
+}
+
+const NAMES: [&str; 6] = ["_x-puppet._tcp.dc1", "_x-puppet._tcp.dc2", "_x-puppet-ca._tcp", "pm1.dc1", "ns1", "nope"];
+const TYPES: [u16; 10] = [33, 1, 28, 6, 2, 16, 255, 252, 251, 257];
+
+/// A valid query (maybe with EDNS) to mutate.
+fn valid(rng: &mut StdRng) -> Vec<u8> {
+    let name = format!("{}.{O}", NAMES[rng.random_range(0..NAMES.len())]);
+    let edns = rng.random_bool(0.5);
+    let mut p = header(rng.random(), 0, [1, 0, 0, u16::from(edns)]);
+    p.extend(question(&name, TYPES[rng.random_range(0..TYPES.len())]));
+    if edns {
+        p.extend(opt(rng.random_range(0..5000), 0, &[], 0));
+    }
+    p
+}
+
+/// Kinds of hostile packets; `packet` cycles through them.
+const KINDS: usize = 20;
+
+/// One hostile packet of kind `kind % KINDS`.
+fn packet(rng: &mut StdRng, kind: usize) -> Vec<u8> {
+    let id: u16 = rng.random();
+    match kind % KINDS {
+        // Truncated header.
+        0 => {
+            let n = rng.random_range(0..12);
+            (0..n).map(|_| rng.random()).collect()
+        }
+        // A valid query cut short.
+        1 => {
+            let mut p = valid(rng);
+            p.truncate(rng.random_range(12..p.len()));
+            p
+        }
+        // Compression loops: a pointer to itself, two pointing at each other,
+        // a pointer past the end, in the question or in the OPT owner.
+        2 => {
+            let mut p = header(id, 0, [1, 0, 0, 0]);
+            match rng.random_range(0..4) {
+                0 => p.extend_from_slice(&[0xc0, 12]),
+                1 => p.extend_from_slice(&[1, b'a', 0xc0, 16, 1, b'b', 0xc0, 12]),
+                2 => p.extend_from_slice(&[0xff, 0xff]),
+                _ => p.extend_from_slice(&[3, b'f', b'o', b'o', 0xc0, 12]),
+            }
+            p.extend_from_slice(&[0, 33, 0, 1]);
+            p
+        }
+        3 => {
+            let mut p = header(id, 0, [1, 0, 0, 1]);
+            p.extend(question(&format!("ns1.{O}"), 1));
+            p.extend_from_slice(&[0xc0, 29]); // OPT owner: a pointer to itself
+            p.extend_from_slice(&[0, 41, 4, 0, 0, 0, 0, 0, 0, 0]);
+            p
+        }
+        // Oversize names: more than 255 octets, labels longer than 63
+        // (0x40..0xbf are the reserved label types).
+        4 => {
+            let mut p = header(id, 0, [1, 0, 0, 0]);
+            let labels = rng.random_range(4..12);
+            for _ in 0..labels {
+                p.push(63);
+                p.extend(std::iter::repeat_n(b'x', 63));
+            }
+            p.push(0);
+            p.extend_from_slice(&[0, 33, 0, 1]);
+            p
+        }
+        5 => {
+            let mut p = header(id, 0, [1, 0, 0, 0]);
+            let len = rng.random_range(64..=191u8);
+            p.push(len);
+            p.extend(std::iter::repeat_n(b'y', usize::from(len)));
+            p.push(0);
+            p.extend_from_slice(&[0, 1, 0, 1]);
+            p
+        }
+        // Bad counts: QDCOUNT 0, 2, 65535; ANCOUNT/NSCOUNT/ARCOUNT without data.
+        6 => {
+            let counts =
+                [[0, 0, 0, 0], [2, 0, 0, 0], [65535, 0, 0, 0], [1, 3, 0, 0], [1, 0, 65535, 0], [1, 0, 0, 9], [1, 65535, 65535, 65535]];
+            let mut p = header(id, 0, counts[rng.random_range(0..counts.len())]);
+            p.extend(question(&format!("_x-puppet._tcp.dc1.{O}"), 33));
+            p
+        }
+        // Several OPTs.
+        7 => {
+            let n = rng.random_range(2..6);
+            let mut p = header(id, 0, [1, 0, 0, n]);
+            p.extend(question(&format!("_x-puppet._tcp.dc1.{O}"), 33));
+            for _ in 0..n {
+                p.extend(opt(rng.random(), 0, &[], 0));
+            }
+            p
+        }
+        // OPT with junk options, option lengths past the end, RDLENGTH past the end.
+        8 => {
+            let mut p = header(id, 0, [1, 0, 0, 1]);
+            p.extend(question(&format!("_x-puppet._tcp.dc2.{O}"), 33));
+            let mut options = Vec::new();
+            for _ in 0..rng.random_range(1..6) {
+                options.extend_from_slice(&rng.random::<u16>().to_be_bytes());
+                let len = rng.random_range(0..40u16);
+                options.extend_from_slice(&len.to_be_bytes());
+                let actual = if rng.random_bool(0.3) { len / 2 } else { len };
+                options.extend((0..actual).map(|_| rng.random::<u8>()));
+            }
+            let rdlen = match rng.random_range(0..3) {
+                0 => options.len() as u16,
+                1 => options.len() as u16 + rng.random_range(1..300),
+                _ => rng.random(),
+            };
+            p.extend(opt(1232, 0, &options, rdlen));
+            p
+        }
+        // TSIG not last (an OPT after it).
+        9 => {
+            let mut p = tsig_query(id, &wire(O), &wire("xfr.example.test."), &wire("hmac-sha256."));
+            p[11] = 2;
+            p.extend(opt(1232, 0, &[], 0));
+            p
+        }
+        // TSIG with huge names (the reported crash), unknown or known key.
+        10 => {
+            let q = rng.random_range(20..=255);
+            let k = rng.random_range(20..=255);
+            let a = rng.random_range(20..=255);
+            let key = if rng.random_bool(0.2) { wire("xfr.example.test.") } else { long_name(k, b'k') };
+            let mut p = tsig_query(id, &long_name(q, b'q'), &key, &long_name(a, b'a'));
+            if rng.random_bool(0.5) {
+                // With EDNS too (the OPT before the TSIG).
+                let cut = p.len() - tsig_len(&p);
+                let tail = p.split_off(cut);
+                p[11] = 2;
+                p.extend(opt(rng.random(), 0, &[], 0));
+                p.extend(tail);
+            }
+            p
+        }
+        // Every opcode.
+        11 => {
+            let op = rng.random_range(0..16u16);
+            let mut p = header(id, op << 11, [1, 0, 0, 0]);
+            p.extend(question(O, 6));
+            p
+        }
+        // QR=1 (must be dropped), with any other flags.
+        12 => {
+            let mut p = header(id, 0x8000 | (rng.random::<u16>() & 0x7fff), [1, 0, 0, 0]);
+            p.extend(question(&format!("_x-puppet._tcp.dc1.{O}"), 33));
+            p
+        }
+        // EDNS version 1 and up.
+        13 => {
+            let mut p = header(id, 0, [1, 0, 0, 1]);
+            p.extend(question(&format!("_x-puppet._tcp.dc1.{O}"), 33));
+            p.extend(opt(1232, rng.random_range(1..=255), &[], 0));
+            p
+        }
+        // Random bytes.
+        14 => {
+            let n = rng.random_range(0..600);
+            (0..n).map(|_| rng.random()).collect()
+        }
+        // IXFR with any serial, AXFR, over UDP and TCP (127.0.0.1 may transfer).
+        15 => {
+            let ixfr = rng.random_bool(0.7);
+            let mut p = header(id, 0, [1, 0, u16::from(ixfr), 0]);
+            p.extend(question(O, if ixfr { 251 } else { 252 }));
+            if ixfr {
+                p.extend(soa_rr(rng.random()));
+            }
+            p
+        }
+        // Mutations of valid queries: flipped bits, overwritten, inserted and
+        // deleted bytes.
+        _ => {
+            let mut p = valid(rng);
+            for _ in 0..rng.random_range(1..6) {
+                let at = rng.random_range(0..p.len());
+                match rng.random_range(0..4) {
+                    0 => p[at] ^= 1 << rng.random_range(0..8),
+                    1 => p[at] = rng.random(),
+                    2 => p.insert(at, rng.random()),
+                    _ => {
+                        p.remove(at);
+                    }
+                }
+                if p.is_empty() {
+                    break;
+                }
+            }
+            p
+        }
+    }
+}
+
+/// Length of the TSIG record at the end of a packet built by [`tsig_query`].
+fn tsig_len(p: &[u8]) -> usize {
+    // RDLENGTH is the 2 bytes before the RDATA; walk back from the end.
+    // The RDATA ends with original ID, error, other len (6 bytes) after the
+    // algorithm name, time, fudge and MAC size: find the owner by scanning.
+    for start in (12..p.len()).rev() {
+        if p.len() - start < 11 {
+            continue;
+        }
+        // owner name ends at `end`, then type 250, class 255.
+        let mut i = start;
+        let ok = loop {
+            let Some(&l) = p.get(i) else { break false };
+            if l == 0 {
+                i += 1;
+                break true;
+            }
+            if l > 63 {
+                break false;
+            }
+            i += 1 + usize::from(l);
+        };
+        if ok && p.get(i..i + 4) == Some(&[0, 250, 0, 255]) {
+            let rdlen = usize::from(u16::from_be_bytes([p[i + 8], p[i + 9]]));
+            if i + 10 + rdlen == p.len() {
+                return p.len() - start;
+            }
+        }
+    }
+    panic!("no TSIG at the end")
+}
+
+// ---------------------------------------------------------------------
+// The daemon side.
+
+const REGISTRY: &str = r#"
+[[master]]
+host = "pm1.dc1.puppet.example.test"
+site = "dc1"
+addresses = ["127.0.1.11"]
+[[master]]
+host = "pm1.dc2.puppet.example.test"
+site = "dc2"
+addresses = ["127.0.1.21"]
+[[master]]
+host = "pm1.dc3.puppet.example.test"
+site = "dc3"
+addresses = ["127.0.1.31"]
+"#;
+
+fn config() -> String {
+    let server = "registry = \"{dir}/masters.toml\"";
+    let base = BASE_CONFIG.replace(server, &format!("{server}\nmetrics = \"127.0.0.1:0\""));
+    // A key (so TSIG checks go past BADKEY) and 127.0.0.1 as a keyless
+    // secondary (so hostile AXFR/IXFR reach the transfer path).
+    format!(
+        "{base}\n[[tsig_key]]\nname = \"xfr.example.test\"\nalgorithm = \"hmac-sha256\"\nsecret = \"yRPr8kRpp4nhc/MCU0Pk0WT4v15pZCrzppCBDmERLoY=\"\n\n\
+         [[secondary]]\naddress = \"127.0.0.1:53\"\nnotify = false\n"
+    )
+}
+
+/// Samples of `/metrics` whose name starts with `prefix`.
+async fn metrics(addr: SocketAddr, prefix: &str) -> Vec<(String, f64)> {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: srvd\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut raw)).await.expect("metrics in time").unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(k, v)| Some((k.to_string(), v.parse().ok()?))))
+        .collect()
+}
+
+/// Live UDP workers: the `srvd_dns_udp_workers` gauge when the daemon has
+/// it, else the threads named `srvd-udp` in this process (the only daemon
+/// of this test binary).
+async fn udp_workers_now(d: &TestDaemon) -> (usize, &'static str) {
+    if let Some((_, v)) = metrics(d.metrics_addr(), "srvd_dns_udp_workers").await.first() {
+        return (*v as usize, "gauge srvd_dns_udp_workers");
+    }
+    let n = std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("comm")).ok())
+        .filter(|c| c.trim() == "srvd-udp")
+        .count();
+    (n, "threads named srvd-udp")
+}
+
+/// Live UDP workers once they have all started: a thread takes its name
+/// when it first runs, so right after start some may not be counted yet.
+/// srvd starts one worker per core (at most 8) on its one UDP socket here.
+async fn udp_workers(d: &TestDaemon) -> (usize, &'static str) {
+    let expected = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 8);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (n, how) = udp_workers_now(d).await;
+        if n >= expected || Instant::now() > deadline {
+            return (n, how);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Panics counted by the daemon (`srvd_dns_request_panics_total`), when it
+/// counts them.
+async fn request_panics(d: &TestDaemon) -> Option<f64> {
+    let samples = metrics(d.metrics_addr(), "srvd_dns_request_panics_total").await;
+    (!samples.is_empty()).then(|| samples.iter().map(|(_, v)| v).sum())
+}
+
+/// Checks a reply to a hostile packet: parses, QR set, within the UDP limit.
+fn check_any_reply(resp: &[u8], max: usize, ids: &HashSet<u16>, what: &str) {
+    assert!(resp.len() <= max, "{what}: reply of {} bytes", resp.len());
+    let m = Message::from_vec(resp).unwrap_or_else(|e| panic!("{what}: unparsable reply ({e}): {resp:02x?}"));
+    assert_eq!(m.metadata.message_type, hickory_proto::op::MessageType::Response, "{what}: QR");
+    assert!(ids.contains(&m.metadata.id), "{what}: reply ID {} was sent", m.metadata.id);
+}
+
+const BARRIER_ID: u16 = 0xbeef;
+
+fn barrier() -> Vec<u8> {
+    let mut p = header(BARRIER_ID, 0, [1, 0, 0, 0]);
+    p.extend(question(O, 6));
+    p
+}
+
+/// Sends `count` hostile UDP packets in batches, each batch followed by a
+/// normal query whose answer shows the batch was read; checks every reply
+/// that comes back. Returns (packets sent, replies checked).
+async fn hostile_udp(addr: SocketAddr, rng: &mut StdRng, count: usize) -> (usize, usize) {
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut ids = HashSet::from([BARRIER_ID]);
+    let (mut sent, mut replies) = (0, 0);
+    let mut buf = vec![0u8; 65535];
+    while sent < count {
+        for _ in 0..50.min(count - sent) {
+            let p = packet(rng, sent);
+            if let Some(id) = p.get(..2) {
+                ids.insert(u16::from_be_bytes([id[0], id[1]]));
+            }
+            sock.send_to(&p, addr).await.unwrap();
+            sent += 1;
+        }
+        // The batch is done when the barrier's answer is back (resent if
+        // lost: UDP on a loaded machine).
+        let mut seen = false;
+        for _ in 0..5 {
+            sock.send_to(&barrier(), addr).await.unwrap();
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while let Ok(Ok((n, _))) = tokio::time::timeout_at(deadline.into(), sock.recv_from(&mut buf)).await {
+                check_any_reply(&buf[..n], 1232, &ids, "UDP");
+                replies += 1;
+                if buf[..2] == BARRIER_ID.to_be_bytes() {
+                    seen = true;
+                    break;
+                }
+            }
+            if seen {
+                break;
+            }
+        }
+        assert!(seen, "srvd answers a normal query after {sent} hostile UDP packets");
+    }
+    (sent, replies)
+}
+
+/// Reads one framed message, `None` on EOF, reset or 10 s of silence.
+async fn read_frame(s: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut len = [0u8; 2];
+    tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut len)).await.ok()?.ok()?;
+    let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut buf)).await.ok()?.ok()?;
+    Some(buf)
+}
+
+async fn write_frame(s: &mut TcpStream, p: &[u8]) -> bool {
+    let mut f = (p.len() as u16).to_be_bytes().to_vec();
+    f.extend_from_slice(p);
+    s.write_all(&f).await.is_ok()
+}
+
+/// Sends `count` hostile framed messages over a few long connections (and
+/// a new one every 16 messages), each followed by a normal query; checks
+/// every reply. A connection srvd closes is replaced. Returns (messages
+/// sent, connections opened, replies checked).
+async fn hostile_tcp(addr: SocketAddr, rng: &mut StdRng, count: usize) -> (usize, usize, usize) {
+    let mut conns = Vec::new();
+    for _ in 0..4 {
+        conns.push(TcpStream::connect(addr).await.unwrap());
+    }
+    let mut opened = conns.len();
+    let (mut sent, mut replies) = (0, 0);
+    while sent < count {
+        let p = packet(rng, sent);
+        let slot = sent % conns.len();
+        if sent % 16 == 15 {
+            conns[slot] = TcpStream::connect(addr).await.unwrap();
+            opened += 1;
+        }
+        let mut ids = HashSet::from([BARRIER_ID]);
+        if let Some(id) = p.get(..2) {
+            ids.insert(u16::from_be_bytes([id[0], id[1]]));
+        }
+        sent += 1;
+        let s = &mut conns[slot];
+        let mut seen = write_frame(s, &p).await && write_frame(s, &barrier()).await;
+        if seen {
+            seen = false;
+            while let Some(resp) = read_frame(s).await {
+                check_any_reply(&resp, 65535, &ids, "TCP");
+                replies += 1;
+                let m = Message::from_vec(&resp).unwrap();
+                if m.metadata.id == BARRIER_ID && m.queries.first().is_some_and(|q| q.query_type() == RecordType::SOA) {
+                    seen = true;
+                    break;
+                }
+            }
+        }
+        if !seen {
+            // srvd (or hickory's framing) closed the connection on that
+            // message: a new one must work.
+            conns[slot] = TcpStream::connect(addr).await.unwrap();
+            opened += 1;
+            let m = tcp_exchange(&mut conns[slot], &barrier()).await;
+            assert_eq!(m.metadata.response_code, ResponseCode::NoError, "after TCP message {sent}");
+        }
+    }
+    (sent, opened, replies)
+}
+
+const UDP_PACKETS: usize = 5_000;
+const TCP_MESSAGES: usize = 1_200;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_packets_leave_srvd_answering_with_all_udp_workers() {
+    let t0 = Instant::now();
+    let d = TestDaemon::start_all_up(&config(), REGISTRY).await;
+    let dc1 = format!("_x-puppet._tcp.dc1.{O}");
+    let want = vec![
+        (10, 10, 8140, "pm1.dc1.puppet.example.test".to_string()),
+        (20, 10, 8140, "pm1.dc2.puppet.example.test".to_string()),
+        (30, 10, 8140, "pm1.dc3.puppet.example.test".to_string()),
+    ];
+    assert_eq!(srv(&d.udp(&dc1, RecordType::SRV).await), want);
+    let (workers_before, how) = udp_workers(&d).await;
+    assert!(workers_before >= 1, "UDP workers counted by {how}");
+
+    let mut rng = StdRng::seed_from_u64(8);
+    let (udp_sent, udp_replies) = hostile_udp(d.addr, &mut rng, UDP_PACKETS).await;
+    let (tcp_sent, tcp_conns, tcp_replies) = hostile_tcp(d.addr, &mut rng, TCP_MESSAGES).await;
+    eprintln!(
+        "hostile: {udp_sent} UDP packets ({udp_replies} replies checked), {tcp_sent} TCP messages over {tcp_conns} connections \
+         ({tcp_replies} replies checked), {:?}",
+        t0.elapsed()
+    );
+    assert_eq!(udp_sent, UDP_PACKETS);
+    assert_eq!(tcp_sent, TCP_MESSAGES);
+
+    // Correct answers to normal queries, over UDP (plain and EDNS) and TCP.
+    assert_eq!(srv(&d.udp(&dc1, RecordType::SRV).await), want);
+    assert_eq!(srv(&d.udp_edns(&dc1, RecordType::SRV, 1232).await), want);
+    assert_eq!(srv(&d.tcp(&dc1, RecordType::SRV).await), want);
+    let m = d.udp(&format!("pm1.dc1.{O}"), RecordType::A).await;
+    assert_eq!(m.answers.len(), 1);
+    assert_eq!(m.answers[0].data.to_string(), "127.0.1.11");
+
+    // Every UDP worker is alive: as many as before, and 4 x workers
+    // concurrent queries are all answered.
+    let (workers_after, _) = udp_workers(&d).await;
+    assert_eq!(workers_after, workers_before, "live UDP workers ({how})");
+    let mut tasks = Vec::new();
+    for _ in 0..4 * workers_before {
+        let (addr, q) = (d.addr, build_query(&dc1, RecordType::SRV, None));
+        tasks.push(tokio::spawn(async move { srv(&query_udp(addr, &q).await) }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), want);
+    }
+    if let Some(panics) = request_panics(&d).await {
+        assert_eq!(panics, 0.0, "no request panicked (srvd_dns_request_panics_total)");
+    }
+    d.stop().await;
 }
