@@ -169,7 +169,7 @@ impl FastZone {
         }
         let mut out = Vec::with_capacity(tpl.bytes.len() + opt_len);
         out.extend_from_slice(&tpl.bytes);
-        let hdr = out.get_mut(..12)?;
+        let hdr: &mut [u8; 12] = out.get_mut(..12)?.try_into().ok()?;
         hdr[0] = id0;
         hdr[1] = id1;
         hdr[2] = (hdr[2] & !0x01) | (flags0 & 0x01); // RD
@@ -178,7 +178,7 @@ impl FastZone {
         // in lowercase, so the same length).
         out.get_mut(12..qname_end + 2)?.copy_from_slice(q.get(12..qname_end + 2)?);
         if let Some((_, dnssec_ok)) = edns {
-            let ar = out.get(10..12).map(|c| u16::from_be_bytes([c[0], c[1]]))?.checked_add(1)?;
+            let ar = u16::from_be_bytes(out.get(10..12)?.try_into().ok()?).checked_add(1)?;
             out.get_mut(10..12)?.copy_from_slice(&ar.to_be_bytes());
             out.extend_from_slice(&[0, 0, 41]);
             out.extend_from_slice(&MAX_UDP_PAYLOAD.to_be_bytes());

@@ -174,7 +174,7 @@ impl ResponseSigner {
     /// it in ARCOUNT. A message shorter than a header, or whose ARCOUNT is
     /// full, or that the record would take past 65535 bytes, is left as is.
     pub fn append(&mut self, msg: &mut Vec<u8>) {
-        let Some(ar) = msg.get(10..12).and_then(|c| u16::from_be_bytes([c[0], c[1]]).checked_add(1)) else {
+        let Some(ar) = msg.get(10..12).and_then(|c| <[u8; 2]>::try_from(c).ok()).and_then(|c| u16::from_be_bytes(c).checked_add(1)) else {
             return;
         };
         let rec = self.sign(msg);

@@ -84,6 +84,37 @@ fn reported_crash_tsig_with_long_names_is_answered() {
     }
 }
 
+/// `encode` falls back step by step (TSIG, OPT, question dropped; TC) and
+/// never exceeds the limit, whatever it is; a reply without metadata
+/// becomes SERVFAIL instead of a panic.
+#[test]
+fn encode_stays_within_any_limit() {
+    use srvd::dns::{self, Transport};
+    let snap = fuzzing::example_snapshot().unwrap();
+    let mut reqs = reported_crash_packets();
+    let mut big = header(0x5151, 0, [1, 0, 0, 1]);
+    big.extend(question(&format!("_x-puppet._tcp.dc2.{O}"), 33));
+    big.extend(opt(4096, 0, &[], 0));
+    reqs.push(big);
+    for req in &reqs {
+        let full = dns::resolve(&snap, req, Transport::Tcp).unwrap();
+        for limit in [0, 5, 12, 13, 30, 60, 100, 200, 300, 400, 512, 700, 1232, 4096, 65535, 1 << 20] {
+            let mut r = dns::resolve(&snap, req, Transport::Tcp).unwrap();
+            r.limit = limit;
+            let bytes = dns::encode(&r);
+            assert!(bytes.len() <= limit.clamp(12, 65535), "limit {limit}: {} bytes", bytes.len());
+            let m = Message::from_vec(&bytes).unwrap_or_else(|e| panic!("limit {limit}: {e}"));
+            assert_eq!(m.metadata.id.to_be_bytes(), req[..2], "limit {limit}");
+            // Only additional records may go without TC (RFC 2181 §9).
+            let kept = m.answers.len() == full.answers.len() && m.authorities.len() == full.authority.len();
+            assert!(kept || m.metadata.truncation, "limit {limit}: a reply that lost answers has TC");
+        }
+    }
+    let bare = dns::encode(&dns::Reply { limit: 512, ..Default::default() });
+    let m = Message::from_vec(&bare).unwrap();
+    assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
+}
+
 /// Every file of the fuzz corpus (fuzz/corpus/request/) goes through the
 /// same harness as the fuzzer: no panic, every reply parses, fits, has QR
 /// and the request's ID.
