@@ -8,7 +8,7 @@ DEB_PACKAGES := bind9-dnsutils bind9 puppet-agent ruby iproute2
 # dnsperf drives the DNS benchmark; NSD and gdnsd are the references it is compared with.
 BENCH_PACKAGES := dnsperf nsd gdnsd
 
-.PHONY: all build run test deps bench-deps bench check-config clean
+.PHONY: all build run test deps bench-deps bench check-config clean fuzz
 
 all: build
 
@@ -41,6 +41,17 @@ test: deps
 
 bench: build bench-deps
 	@set -e; for b in bench/*.sh; do echo "== $$b"; "$$b"; done
+
+# Coverage-guided fuzzing of the request path (not part of `make test`):
+# cargo-fuzz needs nightly flags, RUSTC_BOOTSTRAP=1 lets stable build it.
+# Starts from the seed corpus fuzz/corpus/request (kept in git, read only
+# here); new inputs go to fuzz/corpus-run, crashes to fuzz/artifacts/request.
+FUZZ_SECONDS ?= 300
+fuzz:
+	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz
+	mkdir -p fuzz/corpus-run
+	cd fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run request corpus-run corpus/request -- \
+	  -max_total_time=$(FUZZ_SECONDS) -max_len=4096
 
 check-config: build
 	./target/release/srvd --config zones/example.toml --check-config

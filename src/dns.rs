@@ -54,7 +54,7 @@ pub struct Reply {
 pub fn answer_counted(snap: &Snapshot, query: &[u8], transport: Transport, src: Option<IpAddr>, shard: &Shard) -> Option<Vec<u8>> {
     if let Some(bytes) = snap.fast.answer(query, transport) {
         // Templates are NOERROR and never truncated; ANCOUNT 0 is NODATA.
-        let no_answers = bytes[6] == 0 && bytes[7] == 0;
+        let no_answers = bytes.get(6..8).is_none_or(|c| c == [0, 0]);
         shard.answered(transport, Path::Fast, Outcome::of(ResponseCode::NoError, no_answers), false);
         return Some(bytes);
     }
@@ -64,24 +64,22 @@ pub fn answer_counted(snap: &Snapshot, query: &[u8], transport: Transport, src: 
     };
     let bytes = encode(&reply);
     let rcode = reply.metadata.map_or(ResponseCode::ServFail, |m| m.response_code);
-    let truncated = bytes[2] & 0x02 != 0;
+    let truncated = bytes.get(2).is_some_and(|b| b & 0x02 != 0);
     shard.answered(transport, Path::General, Outcome::of(rcode, reply.answers.is_empty()), truncated);
     Some(bytes)
 }
 
 fn header_metadata(req: &[u8]) -> Option<Metadata> {
-    if req.len() < 12 {
+    let &[id0, id1, flags0, flags1, ..] = req.get(..HEADER_LEN)? else {
         return None;
-    }
-    let id = u16::from_be_bytes([req[0], req[1]]);
-    let qr = req[2] & 0x80 != 0;
-    if qr {
+    };
+    if flags0 & 0x80 != 0 {
         return None; // never answer responses
     }
-    let op = OpCode::from_u8((req[2] >> 3) & 0x0f);
-    let mut m = Metadata::new(id, MessageType::Response, op);
-    m.recursion_desired = req[2] & 0x01 != 0;
-    m.checking_disabled = req[3] & 0x10 != 0;
+    let op = OpCode::from_u8((flags0 >> 3) & 0x0f);
+    let mut m = Metadata::new(u16::from_be_bytes([id0, id1]), MessageType::Response, op);
+    m.recursion_desired = flags0 & 0x01 != 0;
+    m.checking_disabled = flags1 & 0x10 != 0;
     Some(m)
 }
 
@@ -90,11 +88,13 @@ fn error(mut m: Metadata, rcode: ResponseCode, query: Option<Query>, edns: Optio
     Reply { metadata: Some(m), query, edns, limit, ..Default::default() }
 }
 
+/// The OPT of a response: srvd's payload size, version 0, and the request's
+/// DO bit copied (RFC 3225 §3); no options are echoed.
 fn response_edns(req: &Edns) -> Edns {
     let mut e = Edns::new();
     e.set_max_payload(MAX_UDP_PAYLOAD);
     e.set_version(0);
-    let _ = req;
+    e.set_dnssec_ok(req.flags().dnssec_ok);
     e
 }
 
@@ -117,7 +117,9 @@ pub fn resolve_from(snap: &Snapshot, raw: &[u8], transport: Transport, src: Opti
         tsig::Check::Failed { error: e, signer } => {
             let key = msg.signature.as_ref().map(|s| s.name.to_string()).unwrap_or_default();
             tracing::info!(src = ?src, key, error = ?e, "TSIG check failed; answering NOTAUTH");
-            let mut r = error(meta, ResponseCode::NotAuth, msg.queries.first().cloned(), None, limit_of(&msg, transport));
+            // The OPT stays when the request had one (RFC 6891 §7).
+            let edns = msg.edns.as_ref().map(response_edns);
+            let mut r = error(meta, ResponseCode::NotAuth, msg.queries.first().cloned(), edns, limit_of(&msg, transport));
             r.tsig = Some(signer);
             return Some(r);
         }
@@ -140,10 +142,10 @@ fn limit_of(msg: &Message, transport: Transport) -> usize {
 fn resolve_msg(snap: &Snapshot, meta: Metadata, msg: &Message, transport: Transport, src: Option<IpAddr>, key: Option<&Name>) -> Reply {
     let edns = msg.edns.as_ref().map(response_edns);
     let limit = limit_of(msg, transport);
-    if msg.queries.len() != 1 {
-        return error(meta, ResponseCode::FormErr, msg.queries.first().cloned(), edns, limit);
-    }
-    let q = msg.queries[0].clone();
+    let q = match msg.queries.as_slice() {
+        [q] => q.clone(),
+        qs => return error(meta, ResponseCode::FormErr, qs.first().cloned(), edns, limit),
+    };
     if let Some(e) = &msg.edns
         && e.version() > 0
     {
@@ -162,7 +164,7 @@ fn resolve_msg(snap: &Snapshot, meta: Metadata, msg: &Message, transport: Transp
     }
     let qtype = q.query_type();
     if matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
-        return transfer(snap, meta, q, edns, limit, transport, src, key);
+        return transfer(snap, meta, q, edns, limit, transport, src, key, ixfr_client_serial(msg, snap));
     }
 
     let mut m = meta;
@@ -179,8 +181,17 @@ fn resolve_msg(snap: &Snapshot, meta: Metadata, msg: &Message, transport: Transp
 
     match qtype {
         RecordType::SOA if is_apex => reply.answers.push(snap.soa.clone()),
+        RecordType::ANY if transport == Transport::Udp => {
+            // RFC 8482 §4.1: one RRset (the SOA at the apex, else the name's
+            // first), so that a spoofed ANY is not worth amplifying.
+            if is_apex {
+                reply.answers.push(snap.soa.clone());
+            } else if let Some((_, rs)) = node.rrsets.first() {
+                reply.answers.extend(rs.iter().cloned());
+            }
+        }
         RecordType::ANY => {
-            // RFC 8482 allows a minimal answer; the zone is small, so give it all.
+            // Over TCP the source address is real: the whole node.
             if is_apex {
                 reply.answers.push(snap.soa.clone());
             }
@@ -205,9 +216,27 @@ fn resolve_msg(snap: &Snapshot, meta: Metadata, msg: &Message, transport: Transp
     reply
 }
 
+/// The serial of the SOA an IXFR request carries in its authority section
+/// (RFC 1995 §3), when it is the zone's SOA.
+fn ixfr_client_serial(msg: &Message, snap: &Snapshot) -> Option<u32> {
+    msg.authorities.iter().find_map(|r| match &r.data {
+        RData::SOA(soa) if LowerName::new(&r.name) == snap.origin_lower => Some(soa.serial),
+        _ => None,
+    })
+}
+
+/// Is serial `a` equal to or newer than `b` (RFC 1982 serial arithmetic)?
+/// The one undefined case (exactly 2^31 apart) counts as not newer.
+pub fn serial_at_least(a: u32, b: u32) -> bool {
+    let d = a.wrapping_sub(b);
+    d < 1 << 31
+}
+
 /// AXFR/IXFR: only over TCP and only for a listed secondary (with its key).
 /// Over UDP, AXFR is a format error (RFC 5936 §4.2) and an allowed IXFR
 /// gets the current SOA alone, which tells the client to use TCP (RFC 1995 §2).
+/// An IXFR from a secondary already at the current serial (or newer) gets
+/// the current SOA alone over TCP too (RFC 1995 §2, §4).
 #[allow(clippy::too_many_arguments)]
 fn transfer(
     snap: &Snapshot,
@@ -218,6 +247,7 @@ fn transfer(
     transport: Transport,
     src: Option<IpAddr>,
     key: Option<&Name>,
+    client_serial: Option<u32>,
 ) -> Reply {
     let qtype = q.query_type();
     if transport == Transport::Udp && qtype == RecordType::AXFR {
@@ -233,12 +263,13 @@ fn transfer(
     let mut m = meta;
     m.authoritative = true;
     let mut reply = Reply { metadata: Some(m), query: Some(q), edns, limit, ..Default::default() };
+    let up_to_date = qtype == RecordType::IXFR && client_serial.is_some_and(|s| serial_at_least(s, snap.serial));
     match transport {
-        Transport::Tcp => {
+        Transport::Tcp if !up_to_date => {
             tracing::info!(src = ?src, key = ?key.map(|k| k.to_string()), %qtype, serial = snap.serial, "zone transfer");
             reply.transfer = true;
         }
-        Transport::Udp => reply.answers.push(snap.soa.clone()),
+        Transport::Tcp | Transport::Udp => reply.answers.push(snap.soa.clone()),
     }
     reply
 }
@@ -273,67 +304,123 @@ fn add_additional(snap: &Snapshot, reply: &mut Reply) {
     }
 }
 
+/// Size of a DNS header.
+const HEADER_LEN: usize = 12;
+
 /// Size of an OPT record without options.
 const OPT_LEN: usize = 11;
+
+/// What goes into one encoding attempt of [`encode_with`].
+#[derive(Clone, Copy)]
+struct Dress {
+    records: bool,
+    question: bool,
+    opt: bool,
+    tsig: bool,
+}
 
 /// Encodes a reply within its size limit. If the answer or authority section
 /// does not fit, the response carries only the question and TC; additional
 /// records that do not fit are left out without TC (RFC 2181 §9).
 /// A TSIG-signed reply gets its signature appended, within the limit.
+///
+/// Never panics and never exceeds `reply.limit` (taken as at least 12 and at
+/// most 65535): when even the question, OPT and TSIG do not fit together,
+/// the TSIG is dropped first, then the OPT, then the question, down to a
+/// bare header with TC. See docs/dns.md ("Sizes").
 pub fn encode(reply: &Reply) -> Vec<u8> {
-    let meta = reply.metadata.expect("reply has metadata");
-    let tsig_room = reply.tsig.as_ref().map_or(0, |t| t.max_len());
-    let room = reply.limit - if reply.edns.is_some() { OPT_LEN } else { 0 } - tsig_room;
-    let mut bytes = match try_encode(reply, meta, room, true) {
-        Some(b) => b,
-        None => {
-            let mut m = meta;
-            m.truncation = true;
-            let r =
-                Reply { metadata: Some(m), query: reply.query.clone(), edns: reply.edns.clone(), limit: reply.limit, ..Default::default() };
-            try_encode(&r, m, room, false).expect("a header and one question always fit")
+    let mut signer = reply.tsig.clone();
+    encode_with(reply, signer.as_mut())
+}
+
+/// Like [`encode`], signing with `signer` instead of `reply.tsig`: the
+/// messages of a transfer share one signer (chained MACs, RFC 8945 §5.3.1).
+pub fn encode_with(reply: &Reply, mut signer: Option<&mut tsig::ResponseSigner>) -> Vec<u8> {
+    let meta = reply.metadata.unwrap_or_else(|| {
+        let mut m = Metadata::new(0, MessageType::Response, OpCode::Query);
+        m.response_code = ResponseCode::ServFail;
+        m
+    });
+    let limit = reply.limit.clamp(HEADER_LEN, u16::MAX as usize);
+    let has_opt = reply.edns.is_some();
+    let tsig_len = signer.as_ref().map_or(0, |s| s.max_len());
+    let mut tc = meta;
+    tc.truncation = true;
+    let attempts = [
+        (meta, Dress { records: true, question: true, opt: has_opt, tsig: true }),
+        (tc, Dress { records: false, question: true, opt: has_opt, tsig: true }),
+        (tc, Dress { records: false, question: true, opt: has_opt, tsig: false }),
+        (tc, Dress { records: false, question: true, opt: false, tsig: false }),
+        (tc, Dress { records: false, question: false, opt: false, tsig: false }),
+    ];
+    for (m, dress) in attempts {
+        let sign = dress.tsig && signer.is_some();
+        let extra = if dress.opt { OPT_LEN } else { 0 } + if sign { tsig_len } else { 0 };
+        let Some(room) = limit.checked_sub(extra) else { continue };
+        let Some(mut bytes) = try_encode(reply, m, room, dress) else { continue };
+        if sign && let Some(s) = signer.as_deref_mut() {
+            s.append(&mut bytes);
         }
-    };
-    if let Some(t) = &reply.tsig {
-        t.clone().append(&mut bytes);
+        if bytes.len() <= limit {
+            return bytes;
+        }
+    }
+    // A bare header always fits.
+    let mut m = tc;
+    if m.response_code.high() != 0 {
+        m.response_code = ResponseCode::ServFail;
+    }
+    let mut bytes = Vec::with_capacity(HEADER_LEN);
+    let header = hickory_proto::op::Header { metadata: m, counts: Default::default() };
+    if header.emit(&mut BinEncoder::new(&mut bytes)).is_err() || bytes.len() != HEADER_LEN {
+        bytes.clear();
+        bytes.extend_from_slice(&m.id.to_be_bytes());
+        bytes.extend_from_slice(&[0x82, 0x02, 0, 0, 0, 0, 0, 0, 0, 0]); // QR, TC, SERVFAIL
     }
     bytes
 }
 
-fn try_encode(reply: &Reply, meta: Metadata, room: usize, with_records: bool) -> Option<Vec<u8>> {
+fn try_encode(reply: &Reply, meta: Metadata, room: usize, dress: Dress) -> Option<Vec<u8>> {
+    let mut meta = meta;
+    let edns = reply.edns.as_ref().filter(|_| dress.opt);
+    if edns.is_none() && meta.response_code.high() != 0 {
+        // An extended RCODE needs the OPT; without it, say SERVFAIL.
+        meta.response_code = ResponseCode::ServFail;
+    }
     let mut buf = Vec::with_capacity(512);
     let mut enc = BinEncoder::new(&mut buf);
-    enc.set_max_size(room as u16);
+    enc.set_max_size(u16::try_from(room).ok()?);
     let place = enc.place::<hickory_proto::op::Header>().ok()?;
     let mut qd = 0u16;
-    if let Some(q) = &reply.query {
+    if let Some(q) = reply.query.as_ref().filter(|_| dress.question) {
         q.emit(&mut enc).ok()?;
         qd = 1;
     }
     let (mut an, mut ns, mut ar) = (0u16, 0u16, 0u16);
-    if with_records {
+    if dress.records {
         for r in &reply.answers {
             r.emit(&mut enc).ok()?;
-            an += 1;
+            an = an.checked_add(1)?;
         }
         for r in &reply.authority {
             r.emit(&mut enc).ok()?;
-            ns += 1;
+            ns = ns.checked_add(1)?;
         }
         // Additional records are optional: emit_all rolls back the one that
         // does not fit and stops there.
-        ar = match enc.emit_all(reply.additional.iter()) {
-            Ok(n) => n as u16,
-            Err(hickory_proto::ProtoError::NotAllRecordsWritten { count, .. }) => count as u16,
+        let n = match enc.emit_all(reply.additional.iter()) {
+            Ok(n) => n,
+            Err(hickory_proto::ProtoError::NotAllRecordsWritten { count, .. }) => count,
             Err(_) => return None,
         };
+        ar = u16::try_from(n).ok()?;
     }
-    if let Some(e) = &reply.edns {
-        enc.set_max_size((room + OPT_LEN) as u16);
+    if let Some(e) = edns {
+        enc.set_max_size(u16::try_from(room.checked_add(OPT_LEN)?).ok()?);
         let mut e = e.clone();
         e.set_rcode_high(meta.response_code.high());
         Record::from(&e).emit(&mut enc).ok()?;
-        ar += 1;
+        ar = ar.checked_add(1)?;
     }
     let header = hickory_proto::op::Header {
         metadata: meta,
@@ -342,3 +429,27 @@ fn try_encode(reply: &Reply, meta: Metadata, room: usize, with_records: bool) ->
     place.replace(&mut enc, header).ok()?;
     Some(buf)
 }
+
+/// The messages of an allowed zone transfer (`reply.transfer`), encoded and
+/// signed in order with the reply's signer: SOA, the zone, SOA, in messages
+/// of about [`crate::xfr::MESSAGE_BUDGET`] bytes (RFC 5936 §2.2).
+pub fn encode_transfer(snap: &Snapshot, reply: &Reply) -> Vec<Vec<u8>> {
+    let mut signer = reply.tsig.clone();
+    crate::xfr::messages(snap, crate::xfr::MESSAGE_BUDGET)
+        .into_iter()
+        .map(|answers| {
+            let msg = Reply {
+                metadata: reply.metadata,
+                query: reply.query.clone(),
+                answers,
+                edns: reply.edns.clone(),
+                limit: u16::MAX as usize,
+                ..Default::default()
+            };
+            encode_with(&msg, signer.as_mut())
+        })
+        .collect()
+}
+
+#[doc(hidden)]
+pub mod fuzzing;

@@ -2,7 +2,8 @@
 //! plain EDNS0, name present in the zone. Responses are pre-encoded per
 //! (name, type) when a snapshot is built — by the general code in `dns`, so
 //! both paths give the same answer — and at query time only the ID, the RD/CD
-//! bits, the question (client's case and type) and an OPT record are patched in.
+//! bits, the question (client's case and type) and an OPT record (with the
+//! request's DO bit) are patched in.
 //!
 //! Anything else (missing names, ANY, transfers, odd flags, EDNS options we
 //! would have to echo, a response that would need truncation) returns `None`
@@ -55,7 +56,7 @@ fn template(snap: &Snapshot, name: &Name, t: RecordType) -> Option<Template> {
     let reply = dns::resolve(snap, &q, Transport::Tcp)?;
     let bytes = dns::encode(&reply);
     // Only NOERROR answers are worth keeping (NODATA included).
-    if bytes.len() < 12 || bytes[3] & 0x0f != 0 {
+    if bytes.len() < 12 || bytes.get(3).is_none_or(|b| b & 0x0f != 0) {
         return None;
     }
     Some(Template { bytes })
@@ -90,88 +91,98 @@ impl FastZone {
     }
 
     /// Answers `q` from a template, or `None` for the general path.
+    /// Every access to `q` is checked: a packet can make this return
+    /// `None`, never panic.
     pub fn answer(&self, q: &[u8], transport: Transport) -> Option<Vec<u8>> {
-        if q.len() < 17 {
+        let &[id0, id1, flags0, flags1, qd0, qd1, an0, an1, ns0, ns1, ar0, ar1] = q.get(..12)? else {
             return None;
-        }
+        };
         // QR=0, opcode QUERY, no TC/AA/Z oddities we would have to think about.
-        if q[2] & 0xfe != 0 || q[3] & 0xc0 != 0 {
+        if flags0 & 0xfe != 0 || flags1 & 0xc0 != 0 {
             return None;
         }
-        let counts = [u16::from_be_bytes([q[4], q[5]]), u16::from_be_bytes([q[6], q[7]]), u16::from_be_bytes([q[8], q[9]])];
-        let arcount = u16::from_be_bytes([q[10], q[11]]);
+        let counts = [u16::from_be_bytes([qd0, qd1]), u16::from_be_bytes([an0, an1]), u16::from_be_bytes([ns0, ns1])];
+        let arcount = u16::from_be_bytes([ar0, ar1]);
         if counts != [1, 0, 0] || arcount > 1 {
             return None;
         }
         // The question name: plain labels only, lowercased into a stack buffer.
         let mut lower = [0u8; 255];
-        let mut i = 12;
-        let mut n = 0;
+        let mut i = 12usize;
+        let mut n = 0usize;
         loop {
-            let len = *q.get(i)? as usize;
-            if len > 63 || n + len + 1 > 255 {
+            let len = usize::from(*q.get(i)?);
+            if len > 63 || n + len + 1 > lower.len() {
                 return None;
             }
-            lower[n] = len as u8;
+            *lower.get_mut(n)? = len as u8;
             n += 1;
             if len == 0 {
                 i += 1;
                 break;
             }
             let label = q.get(i + 1..i + 1 + len)?;
-            for (k, b) in label.iter().enumerate() {
-                lower[n + k] = b.to_ascii_lowercase();
+            for (dst, b) in lower.get_mut(n..n + len)?.iter_mut().zip(label) {
+                *dst = b.to_ascii_lowercase();
             }
             n += len;
             i += 1 + len;
         }
         let qname_end = i;
-        let tail = q.get(i..i + 4)?;
-        let qtype = u16::from_be_bytes([tail[0], tail[1]]);
-        let qclass = u16::from_be_bytes([tail[2], tail[3]]);
+        let &[t0, t1, c0, c1] = q.get(i..i + 4)? else {
+            return None;
+        };
+        let qtype = u16::from_be_bytes([t0, t1]);
+        let qclass = u16::from_be_bytes([c0, c1]);
         if qclass != 1 || matches!(qtype, 255 | 252 | 251 | 0 | PROBE_TYPE) {
             return None;
         }
         i += 4;
-        let edns_payload = if arcount == 1 {
+        let edns = if arcount == 1 {
             // OPT: root owner, type 41, class = payload, ttl = ext-rcode/version/flags, no options.
-            let opt = q.get(i..i + 11)?;
-            if opt[0] != 0 || opt[1..3] != [0, 41] || opt[5] != 0 || opt[6] != 0 || opt[9..11] != [0, 0] {
+            let &[owner, ty0, ty1, p0, p1, ext_rcode, version, fl0, _fl1, rdl0, rdl1] = q.get(i..i + 11)? else {
+                return None;
+            };
+            if owner != 0 || [ty0, ty1] != [0, 41] || ext_rcode != 0 || version != 0 || [rdl0, rdl1] != [0, 0] {
                 return None;
             }
-            // DO bit or other EDNS flags: fine to ignore (no DNSSEC); version must be 0.
             i += 11;
-            Some(u16::from_be_bytes([opt[3], opt[4]]))
+            // The DO bit is copied into the response (RFC 3225), like the
+            // general path does; other flags are ignored (no DNSSEC here).
+            Some((u16::from_be_bytes([p0, p1]), fl0 & 0x80))
         } else {
             None
         };
         if i != q.len() {
             return None;
         }
-        let node = self.names.get(&lower[..n])?;
+        let node = self.names.get(lower.get(..n)?)?;
         let tpl = node.by_type.iter().find(|(t, _)| *t == qtype).map(|(_, t)| t).or(node.nodata.as_ref())?;
-        let limit = match (transport, edns_payload) {
+        let limit = match (transport, edns) {
             (Transport::Tcp, _) => u16::MAX as usize,
             (Transport::Udp, None) => 512,
-            (Transport::Udp, Some(p)) => p.clamp(512, MAX_UDP_PAYLOAD) as usize,
+            (Transport::Udp, Some((p, _))) => p.clamp(512, MAX_UDP_PAYLOAD) as usize,
         };
-        let opt_len = if edns_payload.is_some() { 11 } else { 0 };
+        let opt_len = if edns.is_some() { 11 } else { 0 };
         if tpl.bytes.len() + opt_len > limit {
             return None;
         }
         let mut out = Vec::with_capacity(tpl.bytes.len() + opt_len);
         out.extend_from_slice(&tpl.bytes);
-        out[0] = q[0];
-        out[1] = q[1];
-        out[2] = (out[2] & !0x01) | (q[2] & 0x01); // RD
-        out[3] = (out[3] & !0x10) | (q[3] & 0x10); // CD
-        out[12..qname_end + 2].copy_from_slice(&q[12..qname_end + 2]); // name as sent, and qtype
-        if edns_payload.is_some() {
-            let ar = u16::from_be_bytes([out[10], out[11]]) + 1;
-            out[10..12].copy_from_slice(&ar.to_be_bytes());
+        let hdr: &mut [u8; 12] = out.get_mut(..12)?.try_into().ok()?;
+        hdr[0] = id0;
+        hdr[1] = id1;
+        hdr[2] = (hdr[2] & !0x01) | (flags0 & 0x01); // RD
+        hdr[3] = (hdr[3] & !0x10) | (flags1 & 0x10); // CD
+        // The name as sent, and the qtype (the template holds the same name
+        // in lowercase, so the same length).
+        out.get_mut(12..qname_end + 2)?.copy_from_slice(q.get(12..qname_end + 2)?);
+        if let Some((_, dnssec_ok)) = edns {
+            let ar = u16::from_be_bytes(out.get(10..12)?.try_into().ok()?).checked_add(1)?;
+            out.get_mut(10..12)?.copy_from_slice(&ar.to_be_bytes());
             out.extend_from_slice(&[0, 0, 41]);
             out.extend_from_slice(&MAX_UDP_PAYLOAD.to_be_bytes());
-            out.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+            out.extend_from_slice(&[0, 0, dnssec_ok, 0, 0, 0]);
         }
         Some(out)
     }

@@ -31,6 +31,12 @@ pub fn signer(key: &TsigKey) -> TSigner {
         .expect("config only accepts algorithms TSigner supports")
 }
 
+/// A signer for a configured key, `None` if hickory cannot sign with its
+/// algorithm (the config rejects those; this is the request path's copy).
+fn try_signer(key: &TsigKey) -> Option<TSigner> {
+    TSigner::new(key.secret.0.clone(), key.algorithm.clone(), key.name.clone(), FUDGE).ok()
+}
+
 /// The outcome of checking a request's TSIG.
 pub enum Check {
     /// No TSIG in the request.
@@ -52,7 +58,9 @@ pub fn check(keys: &[TsigKey], raw: &[u8], msg: &Message, now: u64) -> Check {
         // RFC 8945 §5.2.1: unknown key or algorithm, unsigned BADKEY.
         return Check::Failed { error: TsigError::BadKey, signer: ResponseSigner::unsigned(name, alg, oid, now, TsigError::BadKey) };
     };
-    let signer = signer(key);
+    let Some(signer) = try_signer(key) else {
+        return Check::Failed { error: TsigError::BadKey, signer: ResponseSigner::unsigned(name, alg, oid, now, TsigError::BadKey) };
+    };
     match signer.verify_message_byte(raw, None, true) {
         Err(_) => Check::Failed { error: TsigError::BadSig, signer: ResponseSigner::unsigned(name, alg, oid, now, TsigError::BadSig) },
         Ok((mac, _time, range)) => {
@@ -126,52 +134,73 @@ impl ResponseSigner {
     }
 
     /// The TSIG record for the next message, given as encoded without TSIG.
+    /// Should signing fail (it cannot with the algorithms the config
+    /// accepts), the record goes out without a MAC, which the client rejects.
     pub fn sign(&mut self, msg: &[u8]) -> Record<TSIG> {
         let stub = TSIG::new(self.algorithm.clone(), self.time, FUDGE, Vec::new(), self.oid, self.error, self.other.clone());
         let Some(signer) = &self.signer else {
             return make_tsig_record(self.key_name.clone(), stub);
         };
-        let mut tbs = Vec::with_capacity(msg.len() + 128);
-        let mut enc = BinEncoder::new(&mut tbs);
-        let ok = (|| {
-            enc.emit_u16(self.prev_mac.len() as u16)?;
-            enc.emit_vec(&self.prev_mac)?;
-            enc.emit_vec(msg)?;
-            if self.first {
-                stub.emit_tsig_for_mac(&mut enc, &self.key_name)
-            } else {
-                enc.emit_u16((self.time >> 32) as u16)?;
-                enc.emit_u32(self.time as u32)?;
-                enc.emit_u16(FUDGE)
+        // The to-be-signed data is built in a plain Vec: a BinEncoder stops
+        // at 65535 bytes, which a full-size message plus MAC would pass.
+        let mut vars = Vec::with_capacity(600);
+        let mut enc = BinEncoder::new(&mut vars);
+        let ok = if self.first {
+            stub.emit_tsig_for_mac(&mut enc, &self.key_name)
+        } else {
+            enc.emit_u16((self.time >> 32) as u16).and_then(|()| enc.emit_u32(self.time as u32)).and_then(|()| enc.emit_u16(FUDGE))
+        };
+        let Ok(mac_len) = u16::try_from(self.prev_mac.len()) else {
+            return make_tsig_record(self.key_name.clone(), stub);
+        };
+        let mut tbs = Vec::with_capacity(msg.len().saturating_add(vars.len()).saturating_add(self.prev_mac.len()).saturating_add(2));
+        tbs.extend_from_slice(&mac_len.to_be_bytes());
+        tbs.extend_from_slice(&self.prev_mac);
+        tbs.extend_from_slice(msg);
+        tbs.extend_from_slice(&vars);
+        let mac = match ok.map_err(|e| e.to_string()).and_then(|()| signer.sign(&tbs).map_err(|e| e.to_string())) {
+            Ok(mac) => mac,
+            Err(e) => {
+                tracing::warn!(error = %e, key = %self.key_name, "TSIG signing failed; sending the TSIG without a MAC");
+                return make_tsig_record(self.key_name.clone(), stub);
             }
-        })();
-        ok.expect("encoding into a Vec does not fail");
-        let mac = signer.sign(&tbs).expect("supported algorithm");
+        };
         self.prev_mac = mac.clone();
         self.first = false;
         make_tsig_record(self.key_name.clone(), stub.set_mac(mac))
     }
 
     /// Signs an encoded message in place: appends the TSIG record and counts
-    /// it in ARCOUNT.
+    /// it in ARCOUNT. A message shorter than a header, or whose ARCOUNT is
+    /// full, or that the record would take past 65535 bytes, is left as is.
     pub fn append(&mut self, msg: &mut Vec<u8>) {
+        let Some(ar) = msg.get(10..12).and_then(|c| <[u8; 2]>::try_from(c).ok()).and_then(|c| u16::from_be_bytes(c).checked_add(1)) else {
+            return;
+        };
         let rec = self.sign(msg);
-        msg.extend_from_slice(&encode_record(&rec));
-        let ar = u16::from_be_bytes([msg[10], msg[11]]).wrapping_add(1);
-        msg[10..12].copy_from_slice(&ar.to_be_bytes());
+        let Some(bytes) = encode_record(&rec) else { return };
+        if msg.len().saturating_add(bytes.len()) > u16::MAX as usize {
+            return;
+        }
+        msg.extend_from_slice(&bytes);
+        if let Some(count) = msg.get_mut(10..12) {
+            count.copy_from_slice(&ar.to_be_bytes());
+        }
     }
 
     /// Room the TSIG record takes at most (for UDP size limits).
     pub fn max_len(&self) -> usize {
         let rec = make_tsig_record(self.key_name.clone(), TSIG::new(self.algorithm.clone(), 0, FUDGE, vec![0; 64], 0, None, vec![0; 6]));
-        encode_record(&rec).len()
+        // The record of the longest MAC and other data srvd sends; if it
+        // cannot even be encoded, nothing fits.
+        encode_record(&rec).map_or(u16::MAX as usize, |b| b.len())
     }
 }
 
-fn encode_record(rec: &Record<TSIG>) -> Vec<u8> {
+fn encode_record(rec: &Record<TSIG>) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(128);
-    rec.emit(&mut BinEncoder::new(&mut out)).expect("encoding into a Vec does not fail");
-    out
+    rec.emit(&mut BinEncoder::new(&mut out)).ok()?;
+    Some(out)
 }
 
 /// Signs a request (NOTIFY) with `key`; returns the encoded message and the

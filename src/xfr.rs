@@ -4,7 +4,8 @@
 //! A transfer is allowed only from the IP of a `[[secondary]]`; when that
 //! secondary has a `key`, the request must carry a valid TSIG made with it.
 //! IXFR is answered like AXFR (the whole zone, RFC 1995 §4 allows it): srvd
-//! keeps no history, and the zone is small.
+//! keeps no history, and the zone is small; an IXFR from a secondary that
+//! already has the current serial gets the SOA alone (see `dns`).
 
 use std::net::IpAddr;
 

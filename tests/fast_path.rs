@@ -1,5 +1,5 @@
 //! The pre-encoded fast path must answer exactly what the general path
-//! answers, for every name, type, EDNS size, RD bit and letter case.
+//! answers, for every name, type, EDNS size, DO bit, RD bit and letter case.
 
 use std::path::Path;
 
@@ -60,7 +60,9 @@ fn fast_path_matches_general_path() {
         let (mut fast_hits, mut total) = (0, 0);
         for (ni, name) in names.iter().enumerate() {
             for t in types {
-                for edns in [None, Some(512u16), Some(600), Some(1232), Some(4096)] {
+                for (edns, dnssec_ok) in
+                    [(None, false), (Some(512u16), false), (Some(600), true), (Some(1232), false), (Some(1232), true), (Some(4096), false)]
+                {
                     for rd in [false, true] {
                         for transport in [Transport::Udp, Transport::Tcp] {
                             let qname = if ni % 2 == 0 { mixed_case(name, ni) } else { name.clone() };
@@ -70,6 +72,7 @@ fn fast_path_matches_general_path() {
                             if let Some(size) = edns {
                                 let mut e = Edns::new();
                                 e.set_max_payload(size);
+                                e.set_dnssec_ok(dnssec_ok);
                                 m.set_edns(e);
                             }
                             let q = m.to_vec().unwrap();
@@ -78,7 +81,7 @@ fn fast_path_matches_general_path() {
                             let Some(fast) = snap.fast.answer(&q, transport) else { continue };
                             fast_hits += 1;
                             let (a, b) = (Message::from_vec(&fast).unwrap(), Message::from_vec(&slow).unwrap());
-                            let ctx = format!("{qname} {t} edns={edns:?} rd={rd} {transport:?}");
+                            let ctx = format!("{qname} {t} edns={edns:?} do={dnssec_ok} rd={rd} {transport:?}");
                             assert_eq!(a.metadata, b.metadata, "{ctx}");
                             assert_eq!(a.queries, b.queries, "{ctx}");
                             assert_eq!(a.queries[0].name().to_string(), qname, "{ctx}: question case kept");
@@ -86,6 +89,8 @@ fn fast_path_matches_general_path() {
                             assert_eq!(lower(&a.authorities), lower(&b.authorities), "{ctx}");
                             assert_eq!(lower(&a.additionals), lower(&b.additionals), "{ctx}");
                             assert_eq!(a.edns, b.edns, "{ctx}");
+                            // RFC 3225: the DO bit is copied into the response.
+                            assert_eq!(a.edns.as_ref().map(|e| e.flags().dnssec_ok), edns.map(|_| dnssec_ok), "{ctx}");
                             if transport == Transport::Udp {
                                 let limit = edns.map(|s| s.clamp(512, 1232) as usize).unwrap_or(512);
                                 assert!(fast.len() <= limit, "{ctx}: {} > {limit}", fast.len());

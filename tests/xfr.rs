@@ -226,13 +226,24 @@ async fn transferred_records_are_the_served_records() {
         assert_eq!(got, want, "{name} {rtype}");
     }
 
-    // IXFR gets the whole zone the same way (RFC 1995 §4 allows it) ...
+    // IXFR from an older serial gets the whole zone the same way (RFC 1995
+    // §4 allows it) ...
+    let mut older = snap.soa.clone();
+    if let RData::SOA(s) = &mut older.data {
+        s.serial = s.serial.wrapping_sub(1);
+    }
     let mut q = xfr_query(RecordType::IXFR);
-    q.add_authority(snap.soa.clone());
+    q.add_authority(older);
     let mut s = connect_from(ip("127.0.0.3"), d.addr).await;
     let m = tcp_exchange(&mut s, &q.to_vec().unwrap()).await;
     assert_eq!(m.metadata.response_code, ResponseCode::NoError);
     assert_eq!(m.answers, t.records);
+    // ... from the current serial, the current SOA alone (RFC 1995 §2, §4) ...
+    let mut q = xfr_query(RecordType::IXFR);
+    q.add_authority(snap.soa.clone());
+    let m = tcp_exchange(&mut s, &q.to_vec().unwrap()).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(m.answers, vec![snap.soa.clone()]);
     // ... and over UDP only the SOA, meaning "ask over TCP" (RFC 1995 §2).
     let u = UdpSocket::bind("127.0.0.3:0").await.unwrap();
     u.send_to(&q.to_vec().unwrap(), d.addr).await.unwrap();

@@ -24,7 +24,7 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SRVD_LOG").unwrap_or_else(|_| "info,hickory_server=warn".into()))
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SRVD_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
     let config = match load(&args) {

@@ -33,7 +33,6 @@ use crate::config::TcpLimits;
 use crate::dns::{self, Reply, Transport};
 use crate::metrics::counters::{CloseReason, DnsStats, Outcome, Path};
 use crate::publish::Publisher;
-use crate::xfr;
 
 /// Read-ahead buffer of a connection (a few pipelined queries).
 const READ_BUFFER: usize = 1024;
@@ -248,32 +247,17 @@ async fn transfer(
     rd: &mut BufReader<TcpStream>,
     ctx: &Ctx,
     snap: &crate::zone::Snapshot,
-    mut reply: Reply,
+    reply: Reply,
     peer: SocketAddr,
 ) -> Result<(), CloseReason> {
-    let mut signer = reply.tsig.take();
-    let Some(chunks) = super::guarded(&ctx.stats, Transport::Tcp, peer, || xfr::messages(snap, xfr::MESSAGE_BUDGET)) else {
-        return Ok(());
-    };
-    for chunk in chunks {
-        let msg = super::guarded(&ctx.stats, Transport::Tcp, peer, || {
-            let part = Reply {
-                metadata: reply.metadata,
-                query: reply.query.clone(),
-                answers: chunk,
-                edns: reply.edns.clone(),
-                limit: usize::from(u16::MAX),
-                ..Default::default()
-            };
-            let mut bytes = dns::encode(&part);
-            if let Some(s) = signer.as_mut() {
-                s.append(&mut bytes);
-            }
-            bytes
-        });
-        // A message that cannot be built ends the transfer: the secondary
+    // The messages are built (and signed, chained) by the same code the
+    // fuzz harness checks (`dns::encode_transfer`).
+    let Some(messages) = super::guarded(&ctx.stats, Transport::Tcp, peer, || dns::encode_transfer(snap, &reply)) else {
+        // A transfer that cannot be built ends the connection: the secondary
         // sees it incomplete and retries, rather than getting a partial zone.
-        let Some(msg) = msg else { return Err(CloseReason::Error) };
+        return Err(CloseReason::Error);
+    };
+    for msg in messages {
         write_message(rd, &msg, ctx.limits.message_timeout).await?;
     }
     Ok(())

@@ -1,0 +1,120 @@
+//! The fuzzing harness, in the library so that the cargo-fuzz target
+//! (`fuzz/`) and an ordinary test (`tests/hostile.rs`, which replays the
+//! corpus in `fuzz/corpus/`) run the same code.
+//!
+//! [`fuzz_one`] takes raw request bytes through every path a packet can
+//! take to an encoded reply (fast path, general path, TSIG check and
+//! signing, zone transfer) over UDP and TCP, from an unknown client, from a
+//! secondary that needs a key and from one that needs none, and panics when
+//! a reply breaks a property: it must parse, fit its size limit, have QR set
+//! and carry the request's ID.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+use std::sync::Arc;
+
+use hickory_proto::op::{Message, MessageType};
+
+use crate::config::{Config, ConfigError, EXAMPLE_CONFIG, EXAMPLE_REGISTRY, EXAMPLE_ZONE_FILE};
+use crate::dns::{self, MAX_UDP_PAYLOAD, Transport};
+use crate::metrics::counters::Shard;
+use crate::policy::HealthStates;
+use crate::publish::{Inputs, Publisher};
+use crate::registry::Registry;
+use crate::zone::Snapshot;
+
+/// A secondary that may transfer without a key (the example's secondary,
+/// 127.0.0.1, needs the TSIG key `xfr.example.test`).
+pub const KEYLESS_SECONDARY: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+/// The example config's secondary (transfers need the key).
+pub const KEYED_SECONDARY: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
+
+/// Why the example snapshot could not be built (a bug in the embedded example).
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("publishing the example snapshot: {0}")]
+    Publish(#[from] std::io::Error),
+}
+
+/// A realistic snapshot: the example config (three sites, a zone file, a
+/// TSIG key and a keyed secondary at 127.0.0.1) plus a keyless secondary at
+/// 127.0.0.2, and the example registry with a dozen more masters, so that
+/// some answers need truncation over UDP.
+pub fn example_snapshot() -> Result<Arc<Snapshot>, SetupError> {
+    let dir = Path::new("/nonexistent-srvd-fuzz");
+    let text = format!("{EXAMPLE_CONFIG}\n[[secondary]]\naddress = \"{KEYLESS_SECONDARY}:53\"\nnotify = false\n");
+    let cfg = Config::parse(&text, &dir.join("example.toml"), dir)?;
+    let statics = crate::zonefile::parse(EXAMPLE_ZONE_FILE, &dir.join("example.zone"), &cfg.zone.origin, cfg.zone.ttl)?;
+    let mut registry = EXAMPLE_REGISTRY.to_string();
+    for i in 0..12 {
+        registry.push_str(&format!(
+            "[[master]]\nhost = \"extra-compiler-{i}.dc2.puppet.example.test\"\nsite = \"dc2\"\naddresses = [\"127.0.3.{i}\"]\ncheck = \"tcp\"\n"
+        ));
+    }
+    let reg = Registry::parse(&registry, &dir.join("masters.toml"), &cfg)?;
+    let inputs = Inputs::assemble(cfg, statics, reg)?;
+    Ok(Publisher::new(inputs, HealthStates::new(), None)?.snapshot())
+}
+
+/// The size limit a reply to `req` over `transport` must respect, worked
+/// out independently of `dns`: 512 without EDNS, the EDNS size clamped to
+/// 512..=1232 with it, 65535 over TCP.
+pub fn limit_for(req: &[u8], transport: Transport) -> usize {
+    match transport {
+        Transport::Tcp => u16::MAX as usize,
+        Transport::Udp => match Message::from_vec(req).ok().and_then(|m| m.edns) {
+            Some(e) => e.max_payload().clamp(512, MAX_UDP_PAYLOAD) as usize,
+            None => 512,
+        },
+    }
+}
+
+/// Checks one encoded reply to `req`; panics with `what` when it is wrong.
+pub fn check_reply(req: &[u8], resp: &[u8], limit: usize, what: &str) {
+    assert!(resp.len() <= limit, "{what}: reply of {} bytes exceeds the limit {limit}", resp.len());
+    let m = match Message::from_vec(resp) {
+        Ok(m) => m,
+        Err(e) => panic!("{what}: reply does not parse: {e}; reply {resp:02x?}"),
+    };
+    assert_eq!(m.metadata.message_type, MessageType::Response, "{what}: QR set");
+    if let Some(id) = req.get(..2) {
+        assert_eq!(m.metadata.id.to_be_bytes(), id, "{what}: the request's ID");
+    }
+}
+
+/// Runs `req` through every path to an encoded reply and checks each reply
+/// (see the module doc). Returns how many replies were checked.
+pub fn fuzz_one(snap: &Snapshot, req: &[u8]) -> usize {
+    let shard = Shard::default();
+    let mut checked = 0;
+    for transport in [Transport::Udp, Transport::Tcp] {
+        let limit = limit_for(req, transport);
+        if let Some(fast) = snap.fast.answer(req, transport) {
+            check_reply(req, &fast, limit, &format!("fast path {transport:?}"));
+            checked += 1;
+        }
+        for src in [None, Some(KEYED_SECONDARY), Some(KEYLESS_SECONDARY)] {
+            let what = format!("general path {transport:?} from {src:?}");
+            if let Some(bytes) = dns::answer_counted(snap, req, transport, src, &shard) {
+                check_reply(req, &bytes, limit, &what);
+                checked += 1;
+            }
+            let Some(reply) = dns::resolve_from(snap, req, transport, src) else { continue };
+            assert!(reply.limit <= limit, "{what}: reply limit {} above {limit}", reply.limit);
+            check_reply(req, &dns::encode(&reply), limit, &what);
+            checked += 1;
+            if reply.transfer {
+                assert_eq!(transport, Transport::Tcp, "{what}: transfers only over TCP");
+                let messages = dns::encode_transfer(snap, &reply);
+                assert!(!messages.is_empty(), "{what}: a transfer has messages");
+                for (i, m) in messages.iter().enumerate() {
+                    check_reply(req, m, u16::MAX as usize, &format!("{what}: transfer message {i}"));
+                    checked += 1;
+                }
+            }
+        }
+    }
+    checked
+}
