@@ -6,13 +6,13 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Config, ConfigError};
 use crate::control::{self, Control};
+use crate::dns::server::{self, DnsSockets};
+use crate::input::config::{Config, ConfigError};
 use crate::metrics::{self, counters::DnsStats};
-use crate::policy::HealthStates;
-use crate::publish::{Inputs, Publisher};
-use crate::server::{self, DnsSockets};
-use crate::state::StateDir;
+use crate::zone::policy::HealthStates;
+use crate::zone::publish::{Inputs, Publisher};
+use crate::zone::serial::StateDir;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -118,7 +118,7 @@ pub async fn start_with(
     checks: Option<Arc<dyn crate::health::CheckFactory>>,
 ) -> Result<Running, DaemonError> {
     for p in [&config.server.registry, &config.server.state_dir.join("serial"), &config.server.state_dir.join("health.json")] {
-        let n = crate::fsutil::remove_stale_temps(p);
+        let n = crate::input::fsutil::remove_stale_temps(p);
         if n > 0 {
             tracing::info!(file = %p.display(), removed = n, "removed temp files left by an interrupted write");
         }
@@ -156,7 +156,7 @@ pub async fn start_with(
     let dns_addrs = sockets.local_addrs();
     let dns_stats = Arc::new(DnsStats::new());
     server::spawn(sockets, publisher.clone(), dns_stats.clone(), &cfg.server.tcp, &tracker, shutdown.clone());
-    crate::notify::spawn(publisher.clone(), dns_addrs.clone(), &notify_tasks, shutdown.clone());
+    crate::dns::notify::spawn(publisher.clone(), dns_addrs.clone(), &notify_tasks, shutdown.clone());
     if let Some(listener) = metrics_listener {
         let sources =
             metrics::Sources { publisher: publisher.clone(), dns: dns_stats, health: health_board.clone(), control: control.clone() };
@@ -196,7 +196,7 @@ pub async fn run(config: Config, sockets: DnsSockets, shutdown: CancellationToke
 /// (`$TMPDIR/srvd-example`) so that its registry can be edited with srvctl.
 /// Existing files there (an edited registry) are kept.
 pub fn example_config() -> Result<Config, ConfigError> {
-    use crate::config::{EXAMPLE_CONFIG, EXAMPLE_REGISTRY, EXAMPLE_ZONE_FILE};
+    use crate::input::config::{EXAMPLE_CONFIG, EXAMPLE_REGISTRY, EXAMPLE_ZONE_FILE};
     let dir = std::env::temp_dir().join("srvd-example");
     let path = dir.join("example.toml");
     let io = |e: std::io::Error| ConfigError::new(&dir, "-", format!("cannot prepare the example directory: {e}"));
@@ -214,7 +214,7 @@ pub fn example_config() -> Result<Config, ConfigError> {
 /// master keeps a connection open, and DNS over TCP needs sockets too, so
 /// the common soft default of 1024 is too low for a large estate. DNS over
 /// TCP is then capped well below the limit
-/// ([`crate::server::default_tcp_max_connections`]), so that clients can
+/// ([`crate::dns::server::default_tcp_max_connections`]), so that clients can
 /// never take the descriptors health checks and srvctl need.
 pub fn raise_fd_limit() {
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };

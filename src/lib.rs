@@ -22,24 +22,10 @@
 //! in a new snapshot; queries never wait for a lock.
 
 pub mod cli;
-pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod dns;
-pub mod fast;
-pub mod fsutil;
 pub mod health;
+pub mod input;
 pub mod metrics;
-pub mod names;
-pub mod notify;
-pub mod policy;
-pub mod publish;
-pub mod regedit;
-pub mod registry;
-pub mod server;
-pub mod state;
-pub mod tls;
-pub mod tsig;
-pub mod xfr;
 pub mod zone;
-pub mod zonefile;

@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use srvd::config::{Config, ConfigError, EXAMPLE_CONFIG, EXAMPLE_REGISTRY};
-use srvd::publish::Inputs;
-use srvd::registry::Registry;
+use srvd::input::config::{Config, ConfigError, EXAMPLE_CONFIG, EXAMPLE_REGISTRY};
+use srvd::input::registry::Registry;
+use srvd::zone::publish::Inputs;
 
 fn parse(text: &str) -> Result<Config, ConfigError> {
     Config::parse(text, Path::new("/etc/srvd/srvd.toml"), Path::new("/etc/srvd"))
@@ -274,8 +274,8 @@ fn check_config_exit_codes_and_one_line_errors() {
 #[test]
 fn in_zone_nameserver_without_glue_is_reported() {
     let with_glue = load("ns1 IN A 127.0.0.1\n", "").unwrap();
-    assert!(srvd::publish::lame_nameservers(&with_glue.config, &with_glue.statics, &with_glue.registry).is_empty());
+    assert!(srvd::zone::publish::lame_nameservers(&with_glue.config, &with_glue.statics, &with_glue.registry).is_empty());
     let without = load("www IN A 127.0.0.1\n", "").unwrap();
-    let lame = srvd::publish::lame_nameservers(&without.config, &without.statics, &without.registry);
+    let lame = srvd::zone::publish::lame_nameservers(&without.config, &without.statics, &without.registry);
     assert_eq!(lame.iter().map(|n| n.to_string()).collect::<Vec<_>>(), vec!["ns1.puppet.example.test."]);
 }

@@ -281,7 +281,7 @@ async fn list_explain_reload_and_exit_codes() {
     // First let the hand-added master's first check publish it (and its serial follow).
     let publisher = d.running.as_ref().unwrap().publisher.clone();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while publisher.lock().health.values().any(|h| *h == srvd::policy::Health::Pending) || publisher.serial_store().behind {
+    while publisher.lock().health.values().any(|h| *h == srvd::zone::policy::Health::Pending) || publisher.serial_store().behind {
         assert!(std::time::Instant::now() < deadline, "the hand-added master was never checked");
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
@@ -407,7 +407,7 @@ async fn fifty_concurrent_adds_all_land() {
     assert_eq!(list["ok"]["masters"].as_array().unwrap().len(), 50);
     let text = std::fs::read_to_string(d.path("masters.toml")).unwrap();
     assert!(text.starts_with("# empty to start with\n"));
-    let reg = srvd::registry::Registry::parse(&text, &d.path("masters.toml"), &d.config).unwrap();
+    let reg = srvd::input::registry::Registry::parse(&text, &d.path("masters.toml"), &d.config).unwrap();
     assert_eq!(reg.masters.len(), 50);
     d.stop().await;
 }

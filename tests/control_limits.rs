@@ -14,10 +14,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use srvd::config::Config;
 use srvd::control::client::{self, ClientError};
 use srvd::control::proto::{AddMaster, Reply, Request, Response};
-use srvd::registry::Registry;
+use srvd::input::config::Config;
+use srvd::input::registry::Registry;
 
 const SRVD: &str = env!("CARGO_BIN_EXE_srvd");
 const SRVCTL: &str = env!("CARGO_BIN_EXE_srvctl");

@@ -5,17 +5,17 @@ use std::path::Path;
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{Name, Record, RecordType};
-use srvd::config::{Config, EXAMPLE_CONFIG, EXAMPLE_REGISTRY, EXAMPLE_ZONE_FILE};
 use srvd::dns::{self, Transport};
-use srvd::policy::HealthStates;
-use srvd::publish::{Inputs, Publisher};
-use srvd::registry::Registry;
+use srvd::input::config::{Config, EXAMPLE_CONFIG, EXAMPLE_REGISTRY, EXAMPLE_ZONE_FILE};
+use srvd::input::registry::Registry;
+use srvd::zone::policy::HealthStates;
+use srvd::zone::publish::{Inputs, Publisher};
 
 fn publisher(registry: &str) -> std::sync::Arc<Publisher> {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("example.zone"), EXAMPLE_ZONE_FILE).unwrap();
     let cfg = Config::parse(EXAMPLE_CONFIG, &dir.path().join("example.toml"), dir.path()).unwrap();
-    let statics = srvd::zonefile::load(&dir.path().join("example.zone"), &cfg.zone.origin, cfg.zone.ttl).unwrap();
+    let statics = srvd::input::zonefile::load(&dir.path().join("example.zone"), &cfg.zone.origin, cfg.zone.ttl).unwrap();
     let reg = Registry::parse(registry, Path::new("m.toml"), &cfg).unwrap();
     let inputs = Inputs::assemble(cfg, statics, reg).unwrap();
     Publisher::new(inputs, HealthStates::new(), None).unwrap()

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::mock_master::{Behaviour, MockMaster, TestCa};
 use common::{BASE_CONFIG, TestDaemon, srv};
 use hickory_proto::rr::RecordType;
-use srvd::registry::{MasterKey, Role};
+use srvd::input::registry::{MasterKey, Role};
 
 const PM1: &str = "pm1.dc1.puppet.example.test";
 const PM2: &str = "pm2.dc1.puppet.example.test";
@@ -66,7 +66,7 @@ async fn wait_for(d: &TestDaemon, name: &str, want: &[&str], limit: Duration) ->
 }
 
 fn key(host: &str, port: u16) -> MasterKey {
-    MasterKey { host: srvd::names::parse_absolute(host).unwrap(), port }
+    MasterKey { host: srvd::input::names::parse_absolute(host).unwrap(), port }
 }
 
 fn status(d: &TestDaemon, m: &MockMaster, role: Role) -> srvd::health::RoleStatus {

@@ -7,11 +7,11 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use srvd::config::Config;
 use srvd::health::{self, Check, CheckFactory, CheckOutcome, Hysteresis, Phase, Probe};
-use srvd::policy::Health;
-use srvd::publish::{Inputs, Publisher};
-use srvd::registry::{Master, Registry, Role};
+use srvd::input::config::Config;
+use srvd::input::registry::{Master, Registry, Role};
+use srvd::zone::policy::Health;
+use srvd::zone::publish::{Inputs, Publisher};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -222,7 +222,7 @@ struct Harness {
 }
 
 impl Harness {
-    fn start(policy: &str, registry: &str, states: srvd::policy::HealthStates) -> Harness {
+    fn start(policy: &str, registry: &str, states: srvd::zone::policy::HealthStates) -> Harness {
         let cfg = config(policy);
         let reg = Registry::parse(registry, Path::new("masters.toml"), &cfg).unwrap();
         let inputs = Inputs::assemble(cfg, vec![], reg).unwrap();
@@ -290,8 +290,8 @@ async fn crash_is_detected_within_interval_plus_fast_interval() {
     h.stop().await;
 }
 
-fn key(host: &str) -> srvd::registry::MasterKey {
-    srvd::registry::MasterKey { host: srvd::names::parse_absolute(host).unwrap(), port: 8140 }
+fn key(host: &str) -> srvd::input::registry::MasterKey {
+    srvd::input::registry::MasterKey { host: srvd::input::names::parse_absolute(host).unwrap(), port: 8140 }
 }
 
 #[tokio::test(start_paused = true)]

@@ -176,7 +176,7 @@ impl srvd::health::Check for SwitchCheck {
 }
 
 impl srvd::health::CheckFactory for Switch {
-    fn make(&self, m: &srvd::registry::Master, _p: srvd::health::Probe) -> Box<dyn srvd::health::Check> {
+    fn make(&self, m: &srvd::input::registry::Master, _p: srvd::health::Probe) -> Box<dyn srvd::health::Check> {
         Box::new(SwitchCheck { host: m.host_str(), switch: self.clone() })
     }
 }

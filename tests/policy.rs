@@ -2,9 +2,9 @@
 
 use std::path::Path;
 
-use srvd::config::Config;
-use srvd::policy::{self, Health, HealthStates, Mode, RoleAnswer, Verdict};
-use srvd::registry::{MasterKey, Registry, Role};
+use srvd::input::config::Config;
+use srvd::input::registry::{MasterKey, Registry, Role};
+use srvd::zone::policy::{self, Health, HealthStates, Mode, RoleAnswer, Verdict};
 
 const CONFIG: &str = r#"
 [zone]
@@ -59,7 +59,7 @@ fn setup(policy: &str) -> (Config, Registry) {
 
 fn key(host: &str) -> MasterKey {
     let reg_port = if host == "c1" { 8141 } else { 8140 };
-    MasterKey { host: srvd::names::parse_absolute(&format!("{host}.example.com")).unwrap(), port: reg_port }
+    MasterKey { host: srvd::input::names::parse_absolute(&format!("{host}.example.com")).unwrap(), port: reg_port }
 }
 
 fn states(list: &[(&str, Role, Health)]) -> HealthStates {

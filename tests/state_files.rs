@@ -25,8 +25,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use common::{TestDaemon, srv};
 use hickory_proto::rr::RecordType;
 use srvd::health::{Check, CheckFactory, CheckOutcome, Probe};
-use srvd::registry::Master;
-use srvd::state::serial_gt;
+use srvd::input::registry::Master;
+use srvd::zone::serial::serial_gt;
 
 const SRVCTL: &str = env!("CARGO_BIN_EXE_srvctl");
 const SRVD: &str = env!("CARGO_BIN_EXE_srvd");
@@ -441,7 +441,7 @@ async fn slow_disk_delays_persistence_not_answers() {
     let d = start_in(prepared_dir(&[]), &masters(4), &script).await;
     until("masters published", Duration::from_secs(20), async || targets(&d).await.len() == 4).await;
     const DELAY: Duration = Duration::from_secs(1);
-    srvd::fsutil::set_write_delay(d.dir.path(), DELAY);
+    srvd::input::fsutil::set_write_delay(d.dir.path(), DELAY);
 
     // Failover: the answers change before the new serial is stored.
     let s0 = d.serial();
@@ -490,7 +490,7 @@ async fn slow_disk_delays_persistence_not_answers() {
     }
     let checks_during = script.checks.load(Ordering::Relaxed) - checks_before;
     let (resp, took) = drain.await.unwrap();
-    srvd::fsutil::set_write_delay(d.dir.path(), Duration::ZERO);
+    srvd::input::fsutil::set_write_delay(d.dir.path(), Duration::ZERO);
     assert!(matches!(resp, Ok(srvd::control::proto::Response::Ok(_))), "{resp:?}");
     assert!(took >= 3 * DELAY, "the writes were not slowed down ({took:?})");
     assert_eq!(targets(&d).await, vec!["m2.example.com"]);

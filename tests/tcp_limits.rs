@@ -394,7 +394,7 @@ async fn bad_limits_are_config_errors_naming_the_key() {
 
 #[test]
 fn the_default_cap_leaves_room_for_health_checks() {
-    use srvd::server::{default_tcp_max_connections, reserved_descriptors};
+    use srvd::dns::server::{default_tcp_max_connections, reserved_descriptors};
     assert_eq!(default_tcp_max_connections(1024, 10), (1024 - 256 - 80) / 2);
     assert_eq!(default_tcp_max_connections(20_000, 100), 1024);
     assert_eq!(default_tcp_max_connections(100, 100), 16);

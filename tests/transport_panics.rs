@@ -23,7 +23,7 @@ const KILL_NAME: &str = "srvd-test-kill-worker.puppet.example.test.";
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 async fn start() -> TestDaemon {
-    srvd::server::test_hooks::enable_panic_queries(true);
+    srvd::dns::server::test_hooks::enable_panic_queries(true);
     let cfg =
         common::BASE_CONFIG.replace("registry = \"{dir}/masters.toml\"", "registry = \"{dir}/masters.toml\"\nmetrics = \"127.0.0.1:0\"");
     TestDaemon::start(&cfg, "").await

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use srvd::config::{self, Config};
-use srvd::server::DnsSockets;
+use srvd::dns::server::DnsSockets;
+use srvd::input::config::{self, Config};
 use tokio_util::sync::CancellationToken;
 
 /// Authoritative DNS for Puppet SRV records, with health-checked failover.
@@ -35,7 +35,7 @@ fn main() -> ExitCode {
         }
     };
     if args.check_config {
-        return match srvd::publish::Inputs::load(config) {
+        return match srvd::zone::publish::Inputs::load(config) {
             Ok(_) => {
                 println!("configuration OK");
                 ExitCode::SUCCESS
@@ -80,7 +80,7 @@ fn load(args: &Args) -> Result<Config, config::ConfigError> {
 
 async fn run(config: Config) -> anyhow::Result<()> {
     // Validate everything before taking the sockets.
-    srvd::publish::Inputs::load(config.clone()).map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+    srvd::zone::publish::Inputs::load(config.clone()).map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
     let sockets = DnsSockets::bind(&config.server.listen).await?;
     // Handlers in place before anything is served, so that a SIGTERM right
     // after start is a clean stop rather than the default (death).

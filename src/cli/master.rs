@@ -36,7 +36,7 @@ pub struct AddArgs {
 }
 
 fn parse_timeout(s: &str) -> Result<std::time::Duration, String> {
-    crate::names::parse_duration(s)
+    crate::input::names::parse_duration(s)
 }
 
 impl AddArgs {

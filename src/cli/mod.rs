@@ -101,7 +101,7 @@ pub fn main(args: impl IntoIterator<Item = impl Into<OsString> + Clone>) -> u8 {
         }
     };
     let timeout = match std::env::var("SRVCTL_TIMEOUT") {
-        Ok(v) if !v.trim().is_empty() => match crate::names::parse_duration(v.trim()) {
+        Ok(v) if !v.trim().is_empty() => match crate::input::names::parse_duration(v.trim()) {
             Ok(d) if !d.is_zero() => d,
             Ok(_) => return usage("SRVCTL_TIMEOUT: must be more than 0s"),
             Err(e) => return usage(&format!("SRVCTL_TIMEOUT={v:?}: {e} (a duration like \"30s\" or \"2m\")")),

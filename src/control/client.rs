@@ -33,7 +33,7 @@ pub enum ClientError {
 }
 
 fn fmt(d: Duration) -> String {
-    crate::names::fmt_duration(d)
+    crate::input::names::fmt_duration(d)
 }
 
 pub struct Client {

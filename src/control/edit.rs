@@ -7,12 +7,12 @@ use std::time::SystemTime;
 
 use super::Control;
 use super::proto::{AddMaster, ChangeReport, Failure, ReloadReport, Reply, Request, Response};
-use crate::config::Config;
-use crate::fsutil::write_atomic;
-use crate::policy::{Health, HealthStates};
-use crate::publish::{Inputs, PublishError, check_registry_against_statics};
-use crate::regedit::RegistryDoc;
-use crate::registry::{Master, MasterKey, RawMaster, Registry, read_text, split_host_port, validate_master};
+use crate::input::config::Config;
+use crate::input::fsutil::write_atomic;
+use crate::input::regedit::RegistryDoc;
+use crate::input::registry::{Master, MasterKey, RawMaster, Registry, read_text, split_host_port, validate_master};
+use crate::zone::policy::{Health, HealthStates};
+use crate::zone::publish::{Inputs, PublishError, check_registry_against_statics};
 
 fn refused(msg: impl Into<String>) -> Failure {
     Failure::new(msg)
@@ -21,7 +21,7 @@ fn refused(msg: impl Into<String>) -> Failure {
 /// Finds the one master `spec` ("host" or "host:port") names; its index in file order.
 pub(super) fn resolve<'r>(registry: &'r Registry, spec: &str) -> Result<(usize, &'r Master), Failure> {
     let (host, _) = split_host_port(spec);
-    if let Err(r) = crate::names::parse_absolute(host) {
+    if let Err(r) = crate::input::names::parse_absolute(host) {
         return Err(refused(format!("{spec:?} is not a host name: {r}")));
     }
     let found = registry.find(spec);

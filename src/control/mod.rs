@@ -3,7 +3,7 @@
 //! per line ([`proto`]).
 //!
 //! Changes are serialised: each one re-reads the registry file, edits it with
-//! [`crate::regedit`] (keeping comments), validates the whole result, writes
+//! [`crate::input::regedit`] (keeping comments), validates the whole result, writes
 //! it atomically, and only then applies it to the [`Publisher`] and
 //! acknowledges. A refused change writes nothing and applies nothing.
 
@@ -21,9 +21,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::time::Instant;
 
 use crate::health::HealthBoard;
-use crate::policy::{Health, health_of};
-use crate::publish::Publisher;
-use crate::registry::{MasterKey, Role};
+use crate::input::registry::{MasterKey, Role};
+use crate::zone::policy::{Health, health_of};
+use crate::zone::publish::Publisher;
 use proto::{Failure, Reply, Request, Response, WaitOutcome};
 
 /// How long `add-master --wait` waits by default.
@@ -162,7 +162,7 @@ impl Control {
                 match (resp, wait) {
                     (Response::Ok(Reply::Change(mut rep)), Some(timeout)) => {
                         let key = MasterKey {
-                            host: crate::names::parse_absolute(&rep.master.master.host).expect("validated"),
+                            host: crate::input::names::parse_absolute(&rep.master.master.host).expect("validated"),
                             port: rep.master.master.port,
                         };
                         rep.wait = Some(self.wait_checked(&key, timeout).await);
@@ -190,7 +190,7 @@ impl Control {
                 Err(_) => {
                     return WaitOutcome {
                         outcome: "timeout".into(),
-                        detail: format!("no health check result within {}", crate::names::fmt_duration(timeout)),
+                        detail: format!("no health check result within {}", crate::input::names::fmt_duration(timeout)),
                     };
                 }
             }

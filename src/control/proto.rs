@@ -129,8 +129,8 @@ impl Failure {
     }
 }
 
-impl From<crate::config::ConfigError> for Failure {
-    fn from(e: crate::config::ConfigError) -> Failure {
+impl From<crate::input::config::ConfigError> for Failure {
+    fn from(e: crate::input::config::ConfigError) -> Failure {
         Failure { message: e.to_string(), file: Some(e.file), key: Some(e.key), reason: Some(e.reason) }
     }
 }

@@ -8,11 +8,11 @@ use super::proto::{
     StatusReport,
 };
 use super::{Control, unix};
-use crate::config::Config;
-use crate::names::host_string;
-use crate::policy::{Health, Mode, RoleAnswer, Verdict, health_of};
-use crate::registry::{Master, MasterKey, Role};
+use crate::input::config::Config;
+use crate::input::names::host_string;
+use crate::input::registry::{Master, MasterKey, Role};
 use crate::zone::Snapshot;
+use crate::zone::policy::{Health, Mode, RoleAnswer, Verdict, health_of};
 
 pub(super) fn info(m: &Master) -> MasterInfo {
     MasterInfo {

@@ -28,7 +28,7 @@ use tokio_util::task::TaskTracker;
 
 use super::Control;
 use super::proto::{Failure, Reply, Request, Response, WaitOutcome};
-use crate::registry::MasterKey;
+use crate::input::registry::MasterKey;
 
 /// Mode of the socket: the owner (srvd's user) and its group may connect.
 pub const SOCKET_MODE: u32 = 0o660;
@@ -316,7 +316,10 @@ async fn serve(stream: UnixStream, control: Arc<Control>, slot: Slot, changes: T
         let (resp, last) = match line {
             Ok(Ok(Line::Eof)) | Ok(Err(_)) => return,
             Err(_) => (
-                Response::Error(Failure::new(format!("request not completed within {}", crate::names::fmt_duration(REQUEST_TIMEOUT)))),
+                Response::Error(Failure::new(format!(
+                    "request not completed within {}",
+                    crate::input::names::fmt_duration(REQUEST_TIMEOUT)
+                ))),
                 true,
             ),
             Ok(Ok(Line::TooLong)) => (Response::Error(Failure::new(format!("request longer than {MAX_REQUEST} bytes"))), true),
@@ -386,7 +389,7 @@ async fn answer(
     let resp = job.await.unwrap_or_else(|e| Response::Error(Failure::new(format!("change failed: {e}"))));
     match (resp, wait) {
         (Response::Ok(Reply::Change(mut rep)), Some(timeout)) => {
-            let Ok(host) = crate::names::parse_absolute(&rep.master.master.host) else {
+            let Ok(host) = crate::input::names::parse_absolute(&rep.master.master.host) else {
                 return Some(Response::Ok(Reply::Change(rep)));
             };
             let key = MasterKey { host, port: rep.master.master.port };

@@ -15,13 +15,13 @@ use std::sync::Arc;
 
 use hickory_proto::op::{Message, MessageType};
 
-use crate::config::{Config, ConfigError, EXAMPLE_CONFIG, EXAMPLE_REGISTRY, EXAMPLE_ZONE_FILE};
 use crate::dns::{self, MAX_UDP_PAYLOAD, Transport};
+use crate::input::config::{Config, ConfigError, EXAMPLE_CONFIG, EXAMPLE_REGISTRY, EXAMPLE_ZONE_FILE};
+use crate::input::registry::Registry;
 use crate::metrics::counters::Shard;
-use crate::policy::HealthStates;
-use crate::publish::{Inputs, Publisher};
-use crate::registry::Registry;
 use crate::zone::Snapshot;
+use crate::zone::policy::HealthStates;
+use crate::zone::publish::{Inputs, Publisher};
 
 /// A secondary that may transfer without a key (the example's secondary,
 /// 127.0.0.1, needs the TSIG key `xfr.example.test`).
@@ -46,7 +46,7 @@ pub fn example_snapshot() -> Result<Arc<Snapshot>, SetupError> {
     let dir = Path::new("/nonexistent-srvd-fuzz");
     let text = format!("{EXAMPLE_CONFIG}\n[[secondary]]\naddress = \"{KEYLESS_SECONDARY}:53\"\nnotify = false\n");
     let cfg = Config::parse(&text, &dir.join("example.toml"), dir)?;
-    let statics = crate::zonefile::parse(EXAMPLE_ZONE_FILE, &dir.join("example.zone"), &cfg.zone.origin, cfg.zone.ttl)?;
+    let statics = crate::input::zonefile::parse(EXAMPLE_ZONE_FILE, &dir.join("example.zone"), &cfg.zone.origin, cfg.zone.ttl)?;
     let mut registry = EXAMPLE_REGISTRY.to_string();
     for i in 0..12 {
         registry.push_str(&format!(

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::check::Probe;
 use super::hysteresis::Phase;
-use crate::registry::{MasterKey, Role};
+use crate::input::registry::{MasterKey, Role};
 
 /// The last check of one (master, role).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -128,7 +128,7 @@ impl HealthBoard {
 
     pub(crate) fn insert(&self, key: &MasterKey, role: Role, probe: Probe, phase: Phase, since: SystemTime) {
         let st = RoleStatus {
-            host: crate::names::host_string(&key.host),
+            host: crate::input::names::host_string(&key.host),
             port: key.port,
             role,
             probe,

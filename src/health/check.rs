@@ -19,8 +19,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{CertificateError, RootCertStore};
 use serde::Serialize;
 
-use crate::config::HealthConfig;
-use crate::registry::{CheckKind, Master, Role};
+use crate::input::config::HealthConfig;
+use crate::input::registry::{CheckKind, Master, Role};
 
 /// One kind of request made to a master; each covers some of its roles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -161,7 +161,7 @@ pub fn client_tls(cfg: &HealthConfig) -> Result<rustls::ClientConfig, TlsError> 
 }
 
 fn read_certs(p: &Path, key: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let certs = crate::tls::load_certs(p).map_err(|reason| TlsError { key, reason })?;
+    let certs = crate::input::tls::load_certs(p).map_err(|reason| TlsError { key, reason })?;
     if certs.is_empty() {
         return Err(TlsError { key, reason: format!("{} holds no PEM certificate", p.display()) });
     }
@@ -432,4 +432,4 @@ fn tls_reason(e: &rustls::Error, host: &str) -> String {
 }
 
 /// How durations appear in reasons ("1s", "250ms", "1.5s").
-pub use crate::names::fmt_duration;
+pub use crate::input::names::fmt_duration;

@@ -57,10 +57,10 @@ pub use check::{Check, CheckFactory, CheckOutcome, NetworkChecks, Probe, TlsErro
 pub use hysteresis::{Hysteresis, Phase, Transition};
 pub use store::Stored;
 
-use crate::config::HealthConfig;
-use crate::policy::Health;
-use crate::publish::Publisher;
-use crate::registry::{Master, MasterKey, Role};
+use crate::input::config::HealthConfig;
+use crate::input::registry::{Master, MasterKey, Role};
+use crate::zone::policy::Health;
+use crate::zone::publish::Publisher;
 
 /// The timing the probe tasks run with.
 #[derive(Debug, Clone, PartialEq)]
@@ -245,7 +245,7 @@ struct ProbeSpec {
 /// Checks one (master, probe) until cancelled.
 async fn run_probe(ctx: Arc<Ctx>, spec: ProbeSpec, mut check: Box<dyn Check>, timing: Timing, token: CancellationToken) {
     let ProbeSpec { key, roles, phases } = spec;
-    let host = crate::names::host_string(&key.host);
+    let host = crate::input::names::host_string(&key.host);
     let mut hs: Vec<Hysteresis> = phases.iter().map(|p| Hysteresis::new(*p)).collect();
     let timeout_reason = format!("timeout after {}", check::fmt_duration(timing.timeout));
 
@@ -416,7 +416,7 @@ async fn persist(
             if let (true, Some(path)) = (write, f) {
                 let states = p.lock().health.clone();
                 let data = store::encode(&states, |k, r| b.since(k, r));
-                if let Err(e) = crate::fsutil::write_atomic(&path, &data) {
+                if let Err(e) = crate::input::fsutil::write_atomic(&path, &data) {
                     tracing::error!(file = %path.display(), error = %e, "cannot store health states");
                 }
             }

@@ -8,9 +8,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::names;
-use crate::policy::{Health, HealthStates};
-use crate::registry::{MasterKey, Registry, Role};
+use crate::input::names;
+use crate::input::registry::{MasterKey, Registry, Role};
+use crate::zone::policy::{Health, HealthStates};
 
 pub const FILE_NAME: &str = "health.json";
 
@@ -141,7 +141,7 @@ pub fn encode(states: &HealthStates, since: impl Fn(&MasterKey, Role) -> Option<
     let mut entries: Vec<Entry> = states
         .iter()
         .map(|((k, r), h)| Entry {
-            host: crate::names::host_string(&k.host),
+            host: crate::input::names::host_string(&k.host),
             port: k.port,
             role: *r,
             state: (*h).into(),

@@ -76,7 +76,7 @@ impl Outcome {
 /// Which code built the answer (`path` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Path {
-    /// A pre-encoded template ([`crate::fast`]).
+    /// A pre-encoded template ([`crate::dns::fast`]).
     Fast,
     /// [`crate::dns::resolve`] and encoding.
     General,
@@ -207,7 +207,7 @@ impl CloseReason {
 }
 
 /// Connections of a listener with a connection cap
-/// ([`crate::server::conns::ConnTable`]): open now, most open at once, and
+/// ([`crate::dns::server::conns::ConnTable`]): open now, most open at once, and
 /// closed to make room.
 #[derive(Debug, Default)]
 pub struct ConnCounters {

@@ -12,8 +12,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{Sources, render};
+use crate::dns::server::conns::{ConnGuard, ConnTable};
 use crate::metrics::counters::ConnCounters;
-use crate::server::conns::{ConnGuard, ConnTable};
 
 /// Largest request head read; a scrape sends a few hundred bytes.
 const MAX_HEAD: usize = 8 * 1024;

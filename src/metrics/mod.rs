@@ -21,9 +21,9 @@ use std::sync::Arc;
 
 use crate::control::Control;
 use crate::health::HealthBoard;
-use crate::policy::{Health, health_of};
-use crate::publish::Publisher;
-use crate::registry::Role;
+use crate::input::registry::Role;
+use crate::zone::policy::{Health, health_of};
+use crate::zone::publish::Publisher;
 use counters::{CloseReason, DnsStats, Outcome, Path, TRANSPORTS, transport_str};
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -154,7 +154,7 @@ pub fn render(s: &Sources) -> String {
         let core = s.publisher.lock();
         for m in &core.inputs.registry.masters {
             let key = m.key();
-            let host = crate::names::host_string(&key.host);
+            let host = crate::input::names::host_string(&key.host);
             for &role in &m.roles {
                 let health = health_of(&core.health, &key, role);
                 let state = board.get(&(host.clone(), key.port, role)).copied().unwrap_or(match core.health.get(&(key.clone(), role)) {

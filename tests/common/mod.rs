@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{Name, RecordType};
-use srvd::config::Config;
 use srvd::daemon::{self, Running};
-use srvd::server::DnsSockets;
+use srvd::dns::server::DnsSockets;
+use srvd::input::config::Config;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio_util::sync::CancellationToken;
@@ -141,7 +141,7 @@ impl srvd::health::Check for Pass {
 }
 
 impl srvd::health::CheckFactory for AlwaysUp {
-    fn make(&self, _m: &srvd::registry::Master, _p: srvd::health::Probe) -> Box<dyn srvd::health::Check> {
+    fn make(&self, _m: &srvd::input::registry::Master, _p: srvd::health::Probe) -> Box<dyn srvd::health::Check> {
         Box::new(Pass)
     }
 }

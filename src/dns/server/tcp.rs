@@ -29,10 +29,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::conns::{ConnGuard, ConnTable};
-use crate::config::TcpLimits;
 use crate::dns::{self, Reply, Transport};
+use crate::input::config::TcpLimits;
 use crate::metrics::counters::{CloseReason, DnsStats, Outcome, Path};
-use crate::publish::Publisher;
+use crate::zone::publish::Publisher;
 
 /// Read-ahead buffer of a connection (a few pipelined queries).
 const READ_BUFFER: usize = 1024;

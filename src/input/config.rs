@@ -10,14 +10,14 @@ use hickory_proto::rr::Name;
 use hickory_proto::rr::rdata::tsig::TsigAlgorithm;
 use serde::Deserialize;
 
-use crate::names::{self, parse_duration};
+use crate::input::names::{self, parse_duration};
 
 /// The example configuration `srvd` runs when started without `--config`.
-pub const EXAMPLE_CONFIG: &str = include_str!("../zones/example.toml");
+pub const EXAMPLE_CONFIG: &str = include_str!("../../zones/example.toml");
 /// The registry that goes with [`EXAMPLE_CONFIG`].
-pub const EXAMPLE_REGISTRY: &str = include_str!("../zones/example-masters.toml");
+pub const EXAMPLE_REGISTRY: &str = include_str!("../../zones/example-masters.toml");
 /// The static zone file that goes with [`EXAMPLE_CONFIG`].
-pub const EXAMPLE_ZONE_FILE: &str = include_str!("../zones/example.zone");
+pub const EXAMPLE_ZONE_FILE: &str = include_str!("../../zones/example.zone");
 
 /// A configuration error: which file, which key, and why.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -202,7 +202,7 @@ pub struct ServerConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TcpLimits {
     /// None: derived from the open-files limit at start
-    /// (`crate::server::default_tcp_max_connections`).
+    /// (`crate::dns::server::default_tcp_max_connections`).
     pub max_connections: Option<usize>,
     pub idle_timeout: Duration,
     pub message_timeout: Duration,
@@ -524,7 +524,7 @@ fn validate(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, ConfigEr
     }
     for (key, p) in [("health.ca_file", &health.ca_file), ("health.cert_file", &health.cert_file), ("health.key_file", &health.key_file)] {
         if let Some(p) = p {
-            crate::tls::check_pem_file(p, key).map_err(|r| ConfigError::new(file, key, r))?;
+            crate::input::tls::check_pem_file(p, key).map_err(|r| ConfigError::new(file, key, r))?;
         }
     }
     // The checker's TLS config must build: CA usable, key matching the certificate.

@@ -2,16 +2,20 @@
 //! config, the static zone file records and the policy's answers; swapped in
 //! whole. Lookups are one hash probe on the lowercased query name.
 
+pub mod policy;
+pub mod publish;
+pub mod serial;
+
 use std::collections::HashMap;
 use std::net::IpAddr;
 
 use hickory_proto::rr::rdata::{A, AAAA, NS, SOA, SRV, TXT};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 
-use crate::config::Config;
-use crate::policy::RoleAnswer;
-use crate::registry::{Registry, Role};
-use crate::zonefile::StaticRecord;
+use crate::input::config::Config;
+use crate::input::registry::{Registry, Role};
+use crate::input::zonefile::StaticRecord;
+use crate::zone::policy::RoleAnswer;
 
 /// The records of one owner name. A node with no rrsets is an empty non-terminal.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -53,9 +57,9 @@ pub struct Snapshot {
     /// The policy output this snapshot publishes (for explain/status).
     pub answers: Vec<RoleAnswer>,
     /// Pre-encoded responses for the common queries.
-    pub fast: crate::fast::FastZone,
+    pub fast: crate::dns::fast::FastZone,
     /// Who may transfer the zone, with which keys (from the config).
-    pub xfr: std::sync::Arc<crate::xfr::Access>,
+    pub xfr: std::sync::Arc<crate::dns::xfr::Access>,
 }
 
 /// Builds the node map (all data but the SOA) from config, static records,
@@ -167,9 +171,9 @@ impl Snapshot {
             negative_soa,
             nodes,
             answers,
-            xfr: std::sync::Arc::new(crate::xfr::Access::from_config(config)),
+            xfr: std::sync::Arc::new(crate::dns::xfr::Access::from_config(config)),
         };
-        snap.fast = crate::fast::FastZone::build(&snap);
+        snap.fast = crate::dns::fast::FastZone::build(&snap);
         snap
     }
 

@@ -11,8 +11,8 @@ use std::str::FromStr;
 use hickory_proto::rr::Name;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Config, ConfigError, toml_error};
-use crate::names;
+use crate::input::config::{Config, ConfigError, toml_error};
+use crate::input::names;
 
 /// A service a master offers; each maps to one SRV name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -15,7 +15,7 @@ use hickory_proto::rr::rdata::tsig::{TsigAlgorithm, TsigError, make_tsig_record}
 use hickory_proto::rr::{Name, Record, TSigner};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 
-use crate::config::TsigKey;
+use crate::input::config::TsigKey;
 
 /// Allowed clock difference, seconds (RFC 8945 recommends 300).
 pub const FUDGE: u16 = 300;

@@ -6,6 +6,12 @@
 //! turns it into bytes, so the UDP path ([`answer_counted`]), the TCP path
 //! and tests share one implementation.
 
+pub mod fast;
+pub mod notify;
+pub mod server;
+pub mod tsig;
+pub mod xfr;
+
 use hickory_proto::op::{Edns, Message, MessageType, Metadata, OpCode, Query, ResponseCode};
 use std::net::IpAddr;
 
@@ -13,7 +19,6 @@ use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 
 use crate::metrics::counters::{Outcome, Path, Shard};
-use crate::tsig;
 use crate::zone::Snapshot;
 
 /// UDP payload srvd advertises and never exceeds (DNS flag day 2020).
@@ -39,9 +44,9 @@ pub struct Reply {
     /// Size limit of the whole message.
     pub limit: usize,
     /// Signs the response when the request carried a TSIG (RFC 8945).
-    pub tsig: Option<crate::tsig::ResponseSigner>,
+    pub tsig: Option<crate::dns::tsig::ResponseSigner>,
     /// An allowed zone transfer over TCP: the caller sends the zone
-    /// ([`crate::xfr::messages`]) with this reply's header and signer.
+    /// ([`crate::dns::xfr::messages`]) with this reply's header and signer.
     pub transfer: bool,
 }
 
@@ -432,10 +437,10 @@ fn try_encode(reply: &Reply, meta: Metadata, room: usize, dress: Dress) -> Optio
 
 /// The messages of an allowed zone transfer (`reply.transfer`), encoded and
 /// signed in order with the reply's signer: SOA, the zone, SOA, in messages
-/// of about [`crate::xfr::MESSAGE_BUDGET`] bytes (RFC 5936 §2.2).
+/// of about [`crate::dns::xfr::MESSAGE_BUDGET`] bytes (RFC 5936 §2.2).
 pub fn encode_transfer(snap: &Snapshot, reply: &Reply) -> Vec<Vec<u8>> {
     let mut signer = reply.tsig.clone();
-    crate::xfr::messages(snap, crate::xfr::MESSAGE_BUDGET)
+    crate::dns::xfr::messages(snap, crate::dns::xfr::MESSAGE_BUDGET)
         .into_iter()
         .map(|answers| {
             let msg = Reply {

@@ -13,7 +13,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::fsutil::write_atomic;
+use crate::input::fsutil::write_atomic;
 
 /// The file names in `state_dir`.
 pub const SERIAL_FILE: &str = "serial";
@@ -60,7 +60,7 @@ impl StateDir {
             tracing::error!(dir = %dir.display(), error = %e, "cannot create state_dir; the SOA serial and health states cannot be stored");
         }
         let s = StateDir { dir: dir.to_path_buf() };
-        crate::fsutil::remove_stale_temps(&s.copy_path());
+        crate::input::fsutil::remove_stale_temps(&s.copy_path());
         s
     }
 

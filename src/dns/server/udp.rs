@@ -17,7 +17,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::dns::{self, Transport};
 use crate::metrics::counters::DnsStats;
-use crate::publish::Publisher;
+use crate::zone::publish::Publisher;
 
 /// How often a blocked UDP worker wakes up to see whether to stop.
 const UDP_WAKEUP: Duration = Duration::from_millis(200);

@@ -9,7 +9,7 @@ use std::path::Path;
 use hickory_proto::rr::{Name, Record, RecordType};
 use hickory_proto::serialize::txt::Parser;
 
-use crate::config::ConfigError;
+use crate::input::config::ConfigError;
 
 /// A static record and the line of the zone file it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]

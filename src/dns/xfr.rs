@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use hickory_proto::rr::{Name, Record};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 
-use crate::config::{Config, Secondary, TsigKey};
+use crate::input::config::{Config, Secondary, TsigKey};
 use crate::zone::Snapshot;
 
 /// The transfer side of the config, carried in every snapshot so that the

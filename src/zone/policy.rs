@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use hickory_proto::rr::Name;
 use serde::Serialize;
 
-use crate::config::{AllDown, Config};
-use crate::registry::{Master, MasterKey, Registry, Role};
+use crate::input::config::{AllDown, Config};
+use crate::input::registry::{Master, MasterKey, Registry, Role};
 
 /// The health of one (master, role) as the policy sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -41,7 +41,7 @@ pub struct SrvTarget {
 }
 
 fn ser_name<S: serde::Serializer>(n: &Name, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&crate::names::host_string(n))
+    s.serialize_str(&crate::input::names::host_string(n))
 }
 
 /// Why a master is, or is not, in an answer.

@@ -3,7 +3,7 @@
 //! `[[master]]` entry being changed is touched.
 //!
 //! This module only edits text; the control side validates the result with
-//! [`crate::registry::Registry::parse`] before writing it.
+//! [`crate::input::registry::Registry::parse`] before writing it.
 //!
 //! Comments around a removed entry: a comment block directly above the
 //! `[[master]]` header (no blank line between) is taken to describe that
@@ -12,7 +12,7 @@
 
 use toml_edit::{Array, ArrayOfTables, DocumentMut, Item, Table, Value};
 
-use crate::registry::{CheckKind, Master};
+use crate::input::registry::{CheckKind, Master};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum EditError {
@@ -171,11 +171,11 @@ fn detached_comments(prefix: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::{DEFAULT_PORT, Role};
+    use crate::input::registry::{DEFAULT_PORT, Role};
 
     fn master(host: &str) -> Master {
         Master {
-            host: crate::names::parse_absolute(host).unwrap(),
+            host: crate::input::names::parse_absolute(host).unwrap(),
             site: "dc1".into(),
             port: DEFAULT_PORT,
             roles: vec![Role::Puppet],

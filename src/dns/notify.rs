@@ -17,10 +17,10 @@ use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Secondary, TsigKey};
-use crate::publish::Publisher;
-use crate::tsig;
+use crate::dns::tsig;
+use crate::input::config::{Secondary, TsigKey};
 use crate::zone::Snapshot;
+use crate::zone::publish::Publisher;
 
 /// Wait for the first answer; doubled after every unanswered attempt.
 pub const FIRST_TIMEOUT: Duration = Duration::from_secs(1);

@@ -16,12 +16,12 @@ use hickory_proto::rr::LowerName;
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
-use crate::config::{Config, ConfigError};
-use crate::policy::{self, HealthStates};
-use crate::registry::Registry;
-use crate::state::{StateDir, StoreError, next_serial};
+use crate::input::config::{Config, ConfigError};
+use crate::input::registry::Registry;
+use crate::input::zonefile::{self, StaticRecord};
+use crate::zone::policy::{self, HealthStates};
+use crate::zone::serial::{StateDir, StoreError, next_serial};
 use crate::zone::{self, Snapshot};
-use crate::zonefile::{self, StaticRecord};
 
 /// Everything loaded from files, validated together.
 #[derive(Debug, Clone)]
@@ -375,7 +375,7 @@ impl Publisher {
         let answers = policy::compute(&cfg, &core.inputs.registry, &core.health);
         let nodes = zone::build_nodes(&cfg, &core.inputs.statics, &core.inputs.registry, &answers);
         let data_changed = nodes != cur.nodes || cur.soa != zone::soa_record(&cfg, cur.serial);
-        let meta_changed = cur.answers != answers || *cur.xfr != crate::xfr::Access::from_config(&cfg);
+        let meta_changed = cur.answers != answers || *cur.xfr != crate::dns::xfr::Access::from_config(&cfg);
         (r, Plan { core, cfg, answers, nodes, serial: cur.serial, data_changed, meta_changed })
     }
 

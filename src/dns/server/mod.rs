@@ -19,10 +19,10 @@ use tokio::net::{TcpListener, TcpSocket, UdpSocket};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::TcpLimits;
 use crate::dns::Transport;
+use crate::input::config::TcpLimits;
 use crate::metrics::counters::DnsStats;
-use crate::publish::Publisher;
+use crate::zone::publish::Publisher;
 
 /// Listen backlog of TCP listeners (DNS and metrics); the kernel caps it at
 /// net.core.somaxconn (4096 on current kernels).
