@@ -3,12 +3,13 @@
 //! for in-zone targets), EDNS (BADVERS, payload limits) and truncation.
 //!
 //! [`resolve_from`] works out the response to raw query bytes and [`encode`]
-//! turns it into bytes, so the UDP path ([`answer_counted`]), the TCP path
+//! turns it into bytes, so the UDP path ([`answer`]), the TCP path
 //! and tests share one implementation.
 
 pub mod fast;
 pub mod notify;
 pub mod server;
+pub mod stats;
 pub mod tsig;
 pub mod xfr;
 
@@ -18,7 +19,7 @@ use std::net::IpAddr;
 use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 
-use crate::metrics::counters::{Outcome, Path, Shard};
+use stats::{Outcome, Path};
 use crate::zone::Snapshot;
 
 /// UDP payload srvd advertises and never exceeds (DNS flag day 2020).
@@ -50,28 +51,30 @@ pub struct Reply {
     pub transfer: bool,
 }
 
+/// An encoded answer and how to count it (the transport loops count it in
+/// their [`stats::Shard`]).
+#[derive(Debug)]
+pub struct Answered {
+    pub bytes: Vec<u8>,
+    pub path: Path,
+    pub outcome: Outcome,
+    pub truncated: bool,
+}
+
 /// Answers one raw query from a client at `src` (which decides zone
-/// transfers), fast path first, and counts the answer (or the silence) in
-/// `shard`. `None` means: send nothing (not a query, or too broken to say
-/// anything about).
-/// This is the UDP hot path: the counting is two or three relaxed atomic
-/// increments on the worker's own shard.
-pub fn answer_counted(snap: &Snapshot, query: &[u8], transport: Transport, src: Option<IpAddr>, shard: &Shard) -> Option<Vec<u8>> {
+/// transfers), fast path first. `None` means: send nothing (not a query,
+/// or too broken to say anything about). This is the UDP hot path.
+pub fn answer(snap: &Snapshot, query: &[u8], transport: Transport, src: Option<IpAddr>) -> Option<Answered> {
     if let Some(bytes) = snap.fast.answer(query, transport) {
         // Templates are NOERROR and never truncated; ANCOUNT 0 is NODATA.
         let no_answers = bytes.get(6..8).is_none_or(|c| c == [0, 0]);
-        shard.answered(transport, Path::Fast, Outcome::of(ResponseCode::NoError, no_answers), false);
-        return Some(bytes);
+        return Some(Answered { bytes, path: Path::Fast, outcome: Outcome::of(ResponseCode::NoError, no_answers), truncated: false });
     }
-    let Some(reply) = resolve_from(snap, query, transport, src) else {
-        shard.dropped(transport);
-        return None;
-    };
+    let reply = resolve_from(snap, query, transport, src)?;
     let bytes = encode(&reply);
     let rcode = reply.metadata.map_or(ResponseCode::ServFail, |m| m.response_code);
     let truncated = bytes.get(2).is_some_and(|b| b & 0x02 != 0);
-    shard.answered(transport, Path::General, Outcome::of(rcode, reply.answers.is_empty()), truncated);
-    Some(bytes)
+    Some(Answered { bytes, path: Path::General, outcome: Outcome::of(rcode, reply.answers.is_empty()), truncated })
 }
 
 fn header_metadata(req: &[u8]) -> Option<Metadata> {

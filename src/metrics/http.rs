@@ -13,7 +13,7 @@ use tokio_util::task::TaskTracker;
 
 use super::{Sources, render};
 use crate::dns::server::conns::{ConnGuard, ConnTable};
-use crate::metrics::counters::ConnCounters;
+use crate::dns::stats::ConnCounters;
 
 /// Largest request head read; a scrape sends a few hundred bytes.
 const MAX_HEAD: usize = 8 * 1024;

@@ -12,7 +12,6 @@
 //! Nothing is computed until a scrape asks: the gauges are read from the
 //! live structures, so the hot DNS path only ever increments counters.
 
-pub mod counters;
 pub mod http;
 
 use std::collections::BTreeMap;
@@ -24,7 +23,7 @@ use crate::health::HealthBoard;
 use crate::input::registry::Role;
 use crate::zone::policy::{Health, health_of};
 use crate::zone::publish::Publisher;
-use counters::{CloseReason, DnsStats, Outcome, Path, TRANSPORTS, transport_str};
+use crate::dns::stats::{CloseReason, DnsStats, Outcome, Path, TRANSPORTS, transport_str};
 use std::sync::atomic::Ordering::Relaxed;
 
 /// Everything a scrape reads.

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::counters::ConnCounters;
+use crate::dns::stats::ConnCounters;
 
 /// The connections of one listener (or several sharing one cap).
 #[derive(Debug)]

@@ -21,7 +21,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::dns::Transport;
 use crate::input::config::TcpLimits;
-use crate::metrics::counters::DnsStats;
+use crate::dns::stats::DnsStats;
 use crate::zone::publish::Publisher;
 
 /// Listen backlog of TCP listeners (DNS and metrics); the kernel caps it at
@@ -197,7 +197,7 @@ fn request_panicked(stats: &DnsStats, t: Transport, src: SocketAddr) {
         let suppressed = SUPPRESSED.swap(0, Relaxed);
         let what = LAST_PANIC.with(|p| std::mem::take(&mut *p.borrow_mut()));
         tracing::error!(
-            transport = crate::metrics::counters::transport_str(t),
+            transport = crate::dns::stats::transport_str(t),
             %src,
             panic = %what,
             not_logged_since_last = suppressed,

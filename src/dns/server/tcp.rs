@@ -31,7 +31,7 @@ use tokio_util::task::TaskTracker;
 use super::conns::{ConnGuard, ConnTable};
 use crate::dns::{self, Reply, Transport};
 use crate::input::config::TcpLimits;
-use crate::metrics::counters::{CloseReason, DnsStats, Outcome, Path};
+use crate::dns::stats::{CloseReason, DnsStats, Outcome, Path};
 use crate::zone::publish::Publisher;
 
 /// Read-ahead buffer of a connection (a few pipelined queries).

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::dns::{self, Transport};
-use crate::metrics::counters::DnsStats;
+use crate::dns::stats::DnsStats;
 use crate::zone::publish::Publisher;
 
 /// How often a blocked UDP worker wakes up to see whether to stop.
@@ -127,12 +127,18 @@ fn worker(sock: &std::net::UdpSocket, publisher: &Publisher, stats: &DnsStats, s
         let snap = publisher.current();
         let answer = super::guarded(stats, Transport::Udp, src, || {
             super::test_hooks::maybe_panic(query);
-            dns::answer_counted(&snap, query, Transport::Udp, Some(src.ip()), counts)
+            dns::answer(&snap, query, Transport::Udp, Some(src.ip()))
         });
-        if let Some(Some(resp)) = answer
-            && let Err(e) = sock.send_to(&resp, src)
-        {
-            tracing::debug!(error = %e, %src, "UDP send error");
+        match answer {
+            Some(Some(a)) => {
+                counts.answered(Transport::Udp, a.path, a.outcome, a.truncated);
+                if let Err(e) = sock.send_to(&a.bytes, src) {
+                    tracing::debug!(error = %e, %src, "UDP send error");
+                }
+            }
+            Some(None) => counts.dropped(Transport::Udp),
+            // A panic: counted by `guarded`.
+            None => {}
         }
     }
 }
