@@ -8,8 +8,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::control::{self, Control};
 use crate::dns::server::{self, DnsSockets};
-use crate::input::config::{Config, ConfigError};
 use crate::dns::stats::DnsStats;
+use crate::input::config::{Config, ConfigError};
 use crate::metrics;
 use crate::zone::policy::HealthStates;
 use crate::zone::publish::{Inputs, Publisher};
@@ -156,7 +156,9 @@ pub async fn start_with(
     control::server::spawn(control_socket, control.clone(), &control_tasks, &changes, shutdown.clone());
     let dns_addrs = sockets.local_addrs();
     let dns_stats = Arc::new(DnsStats::new());
-    server::spawn(sockets, publisher.clone(), dns_stats.clone(), &cfg.server.tcp, &tracker, shutdown.clone());
+    let served = crate::dns::served::ServedZone::attach(&publisher);
+    let masters = publisher.lock().inputs.registry.masters.len();
+    server::spawn(sockets, served, dns_stats.clone(), &cfg.server.tcp, masters, &tracker, shutdown.clone());
     crate::dns::notify::spawn(publisher.clone(), dns_addrs.clone(), &notify_tasks, shutdown.clone());
     if let Some(listener) = metrics_listener {
         let sources =

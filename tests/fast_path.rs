@@ -43,7 +43,7 @@ fn fast_path_matches_general_path() {
     }
     for registry in [EXAMPLE_REGISTRY, big.as_str()] {
         let p = publisher(registry);
-        let snap = p.snapshot();
+        let snap = srvd::dns::served::Served::new(p.snapshot());
         let mut names: Vec<String> = snap.nodes.keys().map(|n| n.to_string()).collect();
         names.extend(["nope.puppet.example.test.".into(), "www.example.com.".into(), ".".into()]);
         let types = [

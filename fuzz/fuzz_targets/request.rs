@@ -6,9 +6,9 @@
 use std::sync::{Arc, LazyLock};
 
 use libfuzzer_sys::fuzz_target;
-use srvd::zone::Snapshot;
+use srvd::dns::served::Served;
 
-static SNAP: LazyLock<Arc<Snapshot>> = LazyLock::new(|| srvd::dns::fuzzing::example_snapshot().expect("the example snapshot builds"));
+static SNAP: LazyLock<Arc<Served>> = LazyLock::new(|| srvd::dns::fuzzing::example_snapshot().expect("the example snapshot builds"));
 
 fuzz_target!(|data: &[u8]| {
     srvd::dns::fuzzing::fuzz_one(&SNAP, data);

@@ -14,8 +14,8 @@ use std::collections::HashMap;
 use hickory_proto::op::{Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{Name, RecordType};
 
+use super::served::Served;
 use crate::dns::{self, MAX_UDP_PAYLOAD, Transport};
-use crate::zone::Snapshot;
 
 /// A pre-encoded response: header, lowercase question, sections; no OPT.
 #[derive(Debug, Clone)]
@@ -49,7 +49,7 @@ fn wire_name(name: &Name) -> Vec<u8> {
     out
 }
 
-fn template(snap: &Snapshot, name: &Name, t: RecordType) -> Option<Template> {
+fn template(snap: &Served, name: &Name, t: RecordType) -> Option<Template> {
     let mut m = Message::new(0, MessageType::Query, OpCode::Query);
     m.add_query(Query::query(name.clone(), t));
     let q = m.to_vec().ok()?;
@@ -64,9 +64,9 @@ fn template(snap: &Snapshot, name: &Name, t: RecordType) -> Option<Template> {
 
 impl FastZone {
     /// Pre-encodes every (name, type) of the snapshot, and a NODATA per name.
-    pub fn build(snap: &Snapshot) -> FastZone {
+    pub fn build(snap: &Served) -> FastZone {
         let mut names = HashMap::new();
-        for (lname, node) in &snap.nodes {
+        for (lname, node) in snap.nodes.iter() {
             let name: Name = lname.clone().into();
             let mut f = FastNode::default();
             let mut types: Vec<RecordType> = node.rrsets.iter().map(|(t, _)| *t).collect();

@@ -15,10 +15,10 @@ use std::sync::Arc;
 
 use hickory_proto::op::{Message, MessageType};
 
+use crate::dns::served::Served;
 use crate::dns::{self, MAX_UDP_PAYLOAD, Transport};
 use crate::input::config::{Config, ConfigError, EXAMPLE_CONFIG, EXAMPLE_REGISTRY, EXAMPLE_ZONE_FILE};
 use crate::input::registry::Registry;
-use crate::zone::Snapshot;
 use crate::zone::policy::HealthStates;
 use crate::zone::publish::{Inputs, Publisher};
 
@@ -41,7 +41,7 @@ pub enum SetupError {
 /// TSIG key and a keyed secondary at 127.0.0.1) plus a keyless secondary at
 /// 127.0.0.2, and the example registry with a dozen more masters, so that
 /// some answers need truncation over UDP.
-pub fn example_snapshot() -> Result<Arc<Snapshot>, SetupError> {
+pub fn example_snapshot() -> Result<Arc<Served>, SetupError> {
     let dir = Path::new("/nonexistent-srvd-fuzz");
     let text = format!("{EXAMPLE_CONFIG}\n[[secondary]]\naddress = \"{KEYLESS_SECONDARY}:53\"\nnotify = false\n");
     let cfg = Config::parse(&text, &dir.join("example.toml"), dir)?;
@@ -54,7 +54,7 @@ pub fn example_snapshot() -> Result<Arc<Snapshot>, SetupError> {
     }
     let reg = Registry::parse(&registry, &dir.join("masters.toml"), &cfg)?;
     let inputs = Inputs::assemble(cfg, statics, reg)?;
-    Ok(Publisher::new(inputs, HealthStates::new(), None)?.snapshot())
+    Ok(Arc::new(Served::new(Publisher::new(inputs, HealthStates::new(), None)?.snapshot())))
 }
 
 /// The size limit a reply to `req` over `transport` must respect, worked
@@ -85,7 +85,7 @@ pub fn check_reply(req: &[u8], resp: &[u8], limit: usize, what: &str) {
 
 /// Runs `req` through every path to an encoded reply and checks each reply
 /// (see the module doc). Returns how many replies were checked.
-pub fn fuzz_one(snap: &Snapshot, req: &[u8]) -> usize {
+pub fn fuzz_one(snap: &Served, req: &[u8]) -> usize {
     let mut checked = 0;
     for transport in [Transport::Udp, Transport::Tcp] {
         let limit = limit_for(req, transport);

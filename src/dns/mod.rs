@@ -8,6 +8,7 @@
 
 pub mod fast;
 pub mod notify;
+pub mod served;
 pub mod server;
 pub mod stats;
 pub mod tsig;
@@ -19,8 +20,8 @@ use std::net::IpAddr;
 use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 
+use served::Served;
 use stats::{Outcome, Path};
-use crate::zone::Snapshot;
 
 /// UDP payload srvd advertises and never exceeds (DNS flag day 2020).
 pub const MAX_UDP_PAYLOAD: u16 = 1232;
@@ -64,7 +65,7 @@ pub struct Answered {
 /// Answers one raw query from a client at `src` (which decides zone
 /// transfers), fast path first. `None` means: send nothing (not a query,
 /// or too broken to say anything about). This is the UDP hot path.
-pub fn answer(snap: &Snapshot, query: &[u8], transport: Transport, src: Option<IpAddr>) -> Option<Answered> {
+pub fn answer(snap: &Served, query: &[u8], transport: Transport, src: Option<IpAddr>) -> Option<Answered> {
     if let Some(bytes) = snap.fast.answer(query, transport) {
         // Templates are NOERROR and never truncated; ANCOUNT 0 is NODATA.
         let no_answers = bytes.get(6..8).is_none_or(|c| c == [0, 0]);
@@ -108,12 +109,12 @@ fn response_edns(req: &Edns) -> Edns {
 
 /// Works out the response to one raw query from an unknown client (no
 /// zone transfers).
-pub fn resolve(snap: &Snapshot, raw: &[u8], transport: Transport) -> Option<Reply> {
+pub fn resolve(snap: &Served, raw: &[u8], transport: Transport) -> Option<Reply> {
     resolve_from(snap, raw, transport, None)
 }
 
 /// Works out the response to one raw query from `src`.
-pub fn resolve_from(snap: &Snapshot, raw: &[u8], transport: Transport, src: Option<IpAddr>) -> Option<Reply> {
+pub fn resolve_from(snap: &Served, raw: &[u8], transport: Transport, src: Option<IpAddr>) -> Option<Reply> {
     let meta = header_metadata(raw)?;
     let msg = match Message::from_vec(raw) {
         Ok(m) => m,
@@ -147,7 +148,7 @@ fn limit_of(msg: &Message, transport: Transport) -> usize {
     }
 }
 
-fn resolve_msg(snap: &Snapshot, meta: Metadata, msg: &Message, transport: Transport, src: Option<IpAddr>, key: Option<&Name>) -> Reply {
+fn resolve_msg(snap: &Served, meta: Metadata, msg: &Message, transport: Transport, src: Option<IpAddr>, key: Option<&Name>) -> Reply {
     let edns = msg.edns.as_ref().map(response_edns);
     let limit = limit_of(msg, transport);
     let q = match msg.queries.as_slice() {
@@ -226,7 +227,7 @@ fn resolve_msg(snap: &Snapshot, meta: Metadata, msg: &Message, transport: Transp
 
 /// The serial of the SOA an IXFR request carries in its authority section
 /// (RFC 1995 §3), when it is the zone's SOA.
-fn ixfr_client_serial(msg: &Message, snap: &Snapshot) -> Option<u32> {
+fn ixfr_client_serial(msg: &Message, snap: &Served) -> Option<u32> {
     msg.authorities.iter().find_map(|r| match &r.data {
         RData::SOA(soa) if LowerName::new(&r.name) == snap.origin_lower => Some(soa.serial),
         _ => None,
@@ -247,7 +248,7 @@ pub fn serial_at_least(a: u32, b: u32) -> bool {
 /// the current SOA alone over TCP too (RFC 1995 §2, §4).
 #[allow(clippy::too_many_arguments)]
 fn transfer(
-    snap: &Snapshot,
+    snap: &Served,
     meta: Metadata,
     q: Query,
     edns: Option<Edns>,
@@ -283,7 +284,7 @@ fn transfer(
 }
 
 /// A/AAAA of in-zone SRV targets and NS names, when the zone has them.
-fn add_additional(snap: &Snapshot, reply: &mut Reply) {
+fn add_additional(snap: &Served, reply: &mut Reply) {
     let mut targets = Vec::new();
     for r in &reply.answers {
         match &r.data {
@@ -441,7 +442,7 @@ fn try_encode(reply: &Reply, meta: Metadata, room: usize, dress: Dress) -> Optio
 /// The messages of an allowed zone transfer (`reply.transfer`), encoded and
 /// signed in order with the reply's signer: SOA, the zone, SOA, in messages
 /// of about [`crate::dns::xfr::MESSAGE_BUDGET`] bytes (RFC 5936 §2.2).
-pub fn encode_transfer(snap: &Snapshot, reply: &Reply) -> Vec<Vec<u8>> {
+pub fn encode_transfer(snap: &Served, reply: &Reply) -> Vec<Vec<u8>> {
     let mut signer = reply.tsig.clone();
     crate::dns::xfr::messages(snap, crate::dns::xfr::MESSAGE_BUDGET)
         .into_iter()

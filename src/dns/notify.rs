@@ -44,8 +44,9 @@ pub fn spawn(publisher: Arc<Publisher>, listen: Vec<SocketAddr>, tracker: &TaskT
             let snap = publisher.snapshot();
             round.cancel();
             round = shutdown.child_token();
-            for sec in snap.xfr.secondaries.iter().filter(|s| s.notify) {
-                let key = sec.key.as_ref().and_then(|k| snap.xfr.keys.iter().find(|t| &t.name == k)).cloned();
+            let access = crate::dns::xfr::Access::from_config(&snap.config);
+            for sec in access.secondaries.iter().filter(|s| s.notify) {
+                let key = sec.key.as_ref().and_then(|k| access.keys.iter().find(|t| &t.name == k)).cloned();
                 let source = source_for(&listen, sec.address);
                 tasks.spawn(notify_until_acked(snap.clone(), sec.clone(), key, source, round.clone()));
             }

@@ -19,11 +19,11 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use crate::control::Control;
+use crate::dns::stats::{CloseReason, DnsStats, Outcome, Path, TRANSPORTS, transport_str};
 use crate::health::HealthBoard;
 use crate::input::registry::Role;
 use crate::zone::policy::{Health, health_of};
 use crate::zone::publish::Publisher;
-use crate::dns::stats::{CloseReason, DnsStats, Outcome, Path, TRANSPORTS, transport_str};
 use std::sync::atomic::Ordering::Relaxed;
 
 /// Everything a scrape reads.

@@ -8,6 +8,7 @@ pub mod serial;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use hickory_proto::rr::rdata::{A, AAAA, NS, SOA, SRV, TXT};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
@@ -40,9 +41,13 @@ impl Node {
     }
 }
 
-/// Everything a query can be answered from.
+/// The published zone data: records, serial and the policy output they
+/// came from. Immutable and shared (`Arc`); the DNS layer adds what it
+/// needs to answer fast (`dns::Served`).
 #[derive(Debug, Clone)]
 pub struct Snapshot {
+    /// The config this snapshot was built from (a reload gives a new one).
+    pub config: Arc<Config>,
     pub origin: Name,
     pub origin_lower: LowerName,
     pub serial: u32,
@@ -53,13 +58,9 @@ pub struct Snapshot {
     /// Every owner name in the zone, including empty non-terminals. The apex
     /// node holds the NS set; the SOA is kept apart so that data comparisons
     /// ignore the serial.
-    pub nodes: HashMap<LowerName, Node>,
+    pub nodes: Arc<HashMap<LowerName, Node>>,
     /// The policy output this snapshot publishes (for explain/status).
-    pub answers: Vec<RoleAnswer>,
-    /// Pre-encoded responses for the common queries.
-    pub fast: crate::dns::fast::FastZone,
-    /// Who may transfer the zone, with which keys (from the config).
-    pub xfr: std::sync::Arc<crate::dns::xfr::Access>,
+    pub answers: Arc<Vec<RoleAnswer>>,
 }
 
 /// Builds the node map (all data but the SOA) from config, static records,
@@ -158,12 +159,14 @@ pub fn soa_record(config: &Config, serial: u32) -> Record {
 }
 
 impl Snapshot {
-    pub fn new(config: &Config, nodes: HashMap<LowerName, Node>, answers: Vec<RoleAnswer>, serial: u32) -> Snapshot {
+    /// The snapshot of `nodes` and `answers` under `serial`. Cheap to call
+    /// again with the same data and another serial (the data is shared).
+    pub fn new(config: &Arc<Config>, nodes: Arc<HashMap<LowerName, Node>>, answers: Arc<Vec<RoleAnswer>>, serial: u32) -> Snapshot {
         let soa = soa_record(config, serial);
         let mut negative_soa = soa.clone();
         negative_soa.ttl = config.zone.ttl.min(config.zone.negative_ttl);
-        let mut snap = Snapshot {
-            fast: Default::default(),
+        Snapshot {
+            config: config.clone(),
             origin: config.zone.origin.clone(),
             origin_lower: LowerName::new(&config.zone.origin),
             serial,
@@ -171,10 +174,7 @@ impl Snapshot {
             negative_soa,
             nodes,
             answers,
-            xfr: std::sync::Arc::new(crate::dns::xfr::Access::from_config(config)),
-        };
-        snap.fast = crate::dns::fast::FastZone::build(&snap);
-        snap
+        }
     }
 
     /// All records of the zone, SOA first (for listing and transfers).
@@ -182,8 +182,8 @@ impl Snapshot {
         let mut v = vec![self.soa.clone()];
         let mut names: Vec<&LowerName> = self.nodes.keys().collect();
         names.sort();
-        for n in names {
-            for (_, rs) in &self.nodes[n].rrsets {
+        for n in names.into_iter().filter_map(|n| self.nodes.get(n)) {
+            for (_, rs) in &n.rrsets {
                 v.extend(rs.iter().cloned());
             }
         }

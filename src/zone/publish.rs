@@ -137,8 +137,8 @@ pub enum PublishError<E> {
 struct Plan {
     core: Core,
     cfg: Arc<Config>,
-    answers: Vec<policy::RoleAnswer>,
-    nodes: HashMap<LowerName, zone::Node>,
+    answers: Arc<Vec<policy::RoleAnswer>>,
+    nodes: Arc<HashMap<LowerName, zone::Node>>,
     /// The snapshot served when the plan was made.
     serial: u32,
     /// The records (or the SOA fields) differ: a new serial is due.
@@ -167,7 +167,12 @@ pub struct Publisher {
     /// lets the health checker pick up new masters and `srvctl add-master
     /// --wait` see a first check result even when no record changed.
     generation_tx: watch::Sender<u64>,
+    /// Who gets every new snapshot (see [`Publisher::attach`]).
+    sinks: Mutex<Vec<Sink>>,
 }
+
+/// Receives every published snapshot (see [`Publisher::attach`]).
+pub type Sink = Box<dyn Fn(&Arc<Snapshot>) + Send + Sync>;
 
 impl Publisher {
     /// Builds the first snapshot. The serial is max(stored + 1, now) and is
@@ -203,7 +208,7 @@ impl Publisher {
         };
         let answers = policy::compute(&inputs.config, &inputs.registry, &health);
         let nodes = zone::build_nodes(&inputs.config, &inputs.statics, &inputs.registry, &answers);
-        let snap = Snapshot::new(&inputs.config, nodes, answers, serial);
+        let snap = Snapshot::new(&inputs.config, Arc::new(nodes), Arc::new(answers), serial);
         let (serial_tx, _) = watch::channel(serial);
         Ok(Arc::new(Publisher {
             core: Mutex::new(Core { inputs, health }),
@@ -213,6 +218,7 @@ impl Publisher {
             snapshot: ArcSwap::from_pointee(snap),
             serial_tx,
             generation_tx: watch::channel(0).0,
+            sinks: Mutex::new(Vec::new()),
         }))
     }
 
@@ -374,18 +380,44 @@ impl Publisher {
         let cfg = core.inputs.config.clone();
         let answers = policy::compute(&cfg, &core.inputs.registry, &core.health);
         let nodes = zone::build_nodes(&cfg, &core.inputs.statics, &core.inputs.registry, &answers);
-        let data_changed = nodes != cur.nodes || cur.soa != zone::soa_record(&cfg, cur.serial);
-        let meta_changed = cur.answers != answers || *cur.xfr != crate::dns::xfr::Access::from_config(&cfg);
+        let data_changed = *cur.nodes != nodes || cur.soa != zone::soa_record(&cfg, cur.serial);
+        // A reload gives a new config (transfer settings, timing...): the
+        // DNS layer gets a new snapshot even when the records stay the same.
+        let meta_changed = *cur.answers != answers || !Arc::ptr_eq(&cur.config, &cfg);
+        let (nodes, answers) = (Arc::new(nodes), Arc::new(answers));
         (r, Plan { core, cfg, answers, nodes, serial: cur.serial, data_changed, meta_changed })
     }
 
-    /// Swaps in new inputs (and snapshot) together.
+    /// Swaps in new inputs (and snapshot) together. The caller holds
+    /// `publishing`; the sinks (the DNS layer) get the snapshot first,
+    /// outside the `core` lock (they pre-encode answers from it).
     fn install(&self, core: Core, snap: Option<Snapshot>) {
+        let snap = snap.map(Arc::new);
+        if let Some(s) = &snap {
+            self.announce(s);
+        }
         let mut c = self.lock();
         *c = core;
         if let Some(s) = snap {
-            self.snapshot.store(Arc::new(s));
+            self.snapshot.store(s);
         }
+    }
+
+    /// Hands a new snapshot to every attached sink. The caller holds `publishing`.
+    fn announce(&self, snap: &Arc<Snapshot>) {
+        for sink in self.sinks.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            sink(snap);
+        }
+    }
+
+    /// Attaches a sink that gets every snapshot published from now on, in
+    /// order, before it is served by [`Publisher::snapshot`]; returns the
+    /// snapshot current at attaching (none is missed in between). Sinks run
+    /// on the publishing thread: they should be quick and never block on I/O.
+    pub fn attach(&self, sink: Sink) -> Arc<Snapshot> {
+        let _guard = self.publishing();
+        self.sinks.lock().unwrap_or_else(|e| e.into_inner()).push(sink);
+        self.snapshot.load_full()
     }
 
     /// If a serial is owed, stores the serial after the one served and, if
@@ -409,11 +441,12 @@ impl Publisher {
         // Answers swapped in while storing are included: serve them under the new serial.
         let cur = self.snapshot.load_full();
         let cfg = self.lock().inputs.config.clone();
-        let snap = Snapshot::new(&cfg, cur.nodes.clone(), cur.answers.clone(), serial);
+        let snap = Arc::new(Snapshot::new(&cfg, cur.nodes.clone(), cur.answers.clone(), serial));
         self.store_status().behind = false;
+        self.announce(&snap);
         {
             let _core = self.lock();
-            self.snapshot.store(Arc::new(snap));
+            self.snapshot.store(snap);
         }
         drop(guard);
         self.serial_tx.send_replace(serial);

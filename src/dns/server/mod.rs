@@ -19,10 +19,10 @@ use tokio::net::{TcpListener, TcpSocket, UdpSocket};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::served::ServedZone;
 use crate::dns::Transport;
-use crate::input::config::TcpLimits;
 use crate::dns::stats::DnsStats;
-use crate::zone::publish::Publisher;
+use crate::input::config::TcpLimits;
 
 /// Listen backlog of TCP listeners (DNS and metrics); the kernel caps it at
 /// net.core.somaxconn (4096 on current kernels).
@@ -101,22 +101,23 @@ pub fn default_tcp_max_connections(limit: u64, masters: usize) -> usize {
     room.clamp(16, 1024) as usize
 }
 
-/// Starts serving; every task is tracked and stops on `shutdown`.
+/// Starts serving `served`; every task is tracked and stops on `shutdown`.
+/// `masters` (how many are checked) sizes the descriptors kept for health checks.
 /// Answers are counted in `stats` (see [`crate::metrics`]).
 pub fn spawn(
     sockets: DnsSockets,
-    publisher: Arc<Publisher>,
+    served: Arc<ServedZone>,
     stats: Arc<DnsStats>,
     limits: &TcpLimits,
+    masters: usize,
     tracker: &TaskTracker,
     shutdown: CancellationToken,
 ) {
     install_quiet_panic_hook();
     let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, 8);
     for sock in sockets.udp {
-        udp::spawn(sock, workers, publisher.clone(), stats.clone(), tracker, shutdown.clone());
+        udp::spawn(sock, workers, served.clone(), stats.clone(), tracker, shutdown.clone());
     }
-    let masters = publisher.lock().inputs.registry.masters.len();
     let limit = open_files_limit();
     let cap = match limits.max_connections {
         Some(n) => {
@@ -134,7 +135,7 @@ pub fn spawn(
         None => default_tcp_max_connections(limit.unwrap_or(1024), masters),
     };
     tracing::info!(tcp_max_connections = cap, open_files_limit = ?limit, "DNS over TCP connection cap");
-    tcp::spawn(sockets.tcp, publisher, stats, limits.clone(), cap, tracker, shutdown);
+    tcp::spawn(sockets.tcp, served, stats, limits.clone(), cap, tracker, shutdown);
 }
 
 // ---------------------------------------------------------------------------

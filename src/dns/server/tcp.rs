@@ -29,10 +29,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::conns::{ConnGuard, ConnTable};
+use crate::dns::served::ServedZone;
+use crate::dns::stats::{CloseReason, DnsStats, Outcome, Path};
 use crate::dns::{self, Reply, Transport};
 use crate::input::config::TcpLimits;
-use crate::dns::stats::{CloseReason, DnsStats, Outcome, Path};
-use crate::zone::publish::Publisher;
 
 /// Read-ahead buffer of a connection (a few pipelined queries).
 const READ_BUFFER: usize = 1024;
@@ -45,7 +45,7 @@ const BODY_KEEP: usize = 4096;
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 struct Ctx {
-    publisher: Arc<Publisher>,
+    served: Arc<ServedZone>,
     stats: Arc<DnsStats>,
     /// The shard every TCP answer is counted in (TCP is the rare path).
     shard: usize,
@@ -56,7 +56,7 @@ struct Ctx {
 /// Serves every listener (sharing one connection cap) until `shutdown`.
 pub fn spawn(
     listeners: Vec<TcpListener>,
-    publisher: Arc<Publisher>,
+    served: Arc<ServedZone>,
     stats: Arc<DnsStats>,
     limits: TcpLimits,
     cap: usize,
@@ -66,7 +66,7 @@ pub fn spawn(
     let shard = stats.claim();
     // The table keeps its counters in DnsStats, for /metrics.
     let table = ConnTable::new(cap, stats.transport.tcp.clone());
-    let ctx = Arc::new(Ctx { publisher, stats, shard, limits, table });
+    let ctx = Arc::new(Ctx { served, stats, shard, limits, table });
     for l in listeners {
         tracker.spawn(accept_loop(l, ctx.clone(), tracker.clone(), shutdown.clone()));
     }
@@ -155,7 +155,7 @@ async fn serve(stream: TcpStream, peer: SocketAddr, guard: &ConnGuard, ctx: &Ctx
             Ok(Err(e)) => return read_error(&e),
             Ok(Ok(())) => {}
         }
-        let snap = ctx.publisher.snapshot();
+        let snap = ctx.served.snapshot();
         let answer = super::guarded(&ctx.stats, Transport::Tcp, peer, || answer(ctx, &snap, &body, peer)).unwrap_or(Answer::Nothing);
         let sent = match answer {
             Answer::Nothing => Ok(()),
@@ -223,7 +223,7 @@ async fn write_message(rd: &mut BufReader<TcpStream>, msg: &[u8], limit: Duratio
 /// The answer to one query, counted like UDP answers. TCP always takes the
 /// general path (docs/metrics.md: `path="general"` for every TCP answer);
 /// an allowed transfer is left to [`transfer`].
-fn answer(ctx: &Ctx, snap: &crate::zone::Snapshot, query: &[u8], peer: SocketAddr) -> Answer {
+fn answer(ctx: &Ctx, snap: &crate::dns::served::Served, query: &[u8], peer: SocketAddr) -> Answer {
     super::test_hooks::maybe_panic(query);
     let shard = ctx.stats.shard(ctx.shard);
     let Some(reply) = dns::resolve_from(snap, query, Transport::Tcp, Some(peer.ip())) else {
@@ -246,7 +246,7 @@ fn answer(ctx: &Ctx, snap: &crate::zone::Snapshot, query: &[u8], peer: SocketAdd
 async fn transfer(
     rd: &mut BufReader<TcpStream>,
     ctx: &Ctx,
-    snap: &crate::zone::Snapshot,
+    snap: &crate::dns::served::Served,
     reply: Reply,
     peer: SocketAddr,
 ) -> Result<(), CloseReason> {

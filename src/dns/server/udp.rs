@@ -15,9 +15,9 @@ use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::dns::{self, Transport};
+use crate::dns::served::ServedZone;
 use crate::dns::stats::DnsStats;
-use crate::zone::publish::Publisher;
+use crate::dns::{self, Transport};
 
 /// How often a blocked UDP worker wakes up to see whether to stop.
 const UDP_WAKEUP: Duration = Duration::from_millis(200);
@@ -28,7 +28,7 @@ const RESTART_PAUSE: Duration = Duration::from_millis(100);
 pub fn spawn(
     sock: UdpSocket,
     workers: usize,
-    publisher: Arc<Publisher>,
+    served: Arc<ServedZone>,
     stats: Arc<DnsStats>,
     tracker: &TaskTracker,
     shutdown: CancellationToken,
@@ -46,13 +46,13 @@ pub fn spawn(
         }
     };
     for _ in 0..workers {
-        let (sock, publisher, stats, shutdown) = (sock.clone(), publisher.clone(), stats.clone(), shutdown.clone());
-        tracker.spawn(supervise(sock, publisher, stats, shutdown));
+        let (sock, served, stats, shutdown) = (sock.clone(), served.clone(), stats.clone(), shutdown.clone());
+        tracker.spawn(supervise(sock, served, stats, shutdown));
     }
 }
 
 /// Keeps one worker thread running until `shutdown`.
-async fn supervise(sock: Arc<std::net::UdpSocket>, publisher: Arc<Publisher>, stats: Arc<DnsStats>, shutdown: CancellationToken) {
+async fn supervise(sock: Arc<std::net::UdpSocket>, served: Arc<ServedZone>, stats: Arc<DnsStats>, shutdown: CancellationToken) {
     let shard = stats.claim();
     let mut first = true;
     while !shutdown.is_cancelled() {
@@ -66,14 +66,14 @@ async fn supervise(sock: Arc<std::net::UdpSocket>, publisher: Arc<Publisher>, st
         }
         first = false;
         let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
-        let (sock, publisher, stats, shutdown) = (sock.clone(), publisher.clone(), stats.clone(), shutdown.clone());
+        let (sock, served, stats, shutdown) = (sock.clone(), served.clone(), stats.clone(), shutdown.clone());
         // A plain thread, not spawn_blocking: a runtime being dropped must
         // not wait for it. The tracker still waits for it (via this task).
         let spawned = std::thread::Builder::new().name("srvd-udp".into()).spawn(move || {
             let _running = Running::new(&stats);
             // A panic outside the per-request guard ends this worker (its
             // loop may be in an unknown state); the supervisor starts a new one.
-            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker(&sock, &publisher, &stats, shard, &shutdown)));
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker(&sock, &served, &stats, shard, &shutdown)));
             drop(done_tx);
         });
         match spawned {
@@ -103,7 +103,7 @@ impl Drop for Running<'_> {
 }
 
 /// One worker: receive, answer, send, until `shutdown`.
-fn worker(sock: &std::net::UdpSocket, publisher: &Publisher, stats: &DnsStats, shard: usize, shutdown: &CancellationToken) {
+fn worker(sock: &std::net::UdpSocket, served: &ServedZone, stats: &DnsStats, shard: usize, shutdown: &CancellationToken) {
     let counts = stats.shard(shard);
     let mut buf = vec![0u8; 4096];
     while !shutdown.is_cancelled() {
@@ -124,7 +124,7 @@ fn worker(sock: &std::net::UdpSocket, publisher: &Publisher, stats: &DnsStats, s
         }
         let Some(query) = buf.get(..n) else { continue };
         super::test_hooks::maybe_kill(query);
-        let snap = publisher.current();
+        let snap = served.current();
         let answer = super::guarded(stats, Transport::Udp, src, || {
             super::test_hooks::maybe_panic(query);
             dns::answer(&snap, query, Transport::Udp, Some(src.ip()))
