@@ -9,9 +9,9 @@ use tokio_util::task::TaskTracker;
 use crate::control::{self, Control};
 use crate::dns::server::{self, DnsSockets};
 use crate::dns::stats::DnsStats;
+use crate::health::HealthStates;
 use crate::input::config::{Config, ConfigError};
 use crate::metrics;
-use crate::zone::policy::HealthStates;
 use crate::zone::publish::{Inputs, Publisher};
 use crate::zone::serial::StateDir;
 

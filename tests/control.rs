@@ -281,7 +281,7 @@ async fn list_explain_reload_and_exit_codes() {
     // First let the hand-added master's first check publish it (and its serial follow).
     let publisher = d.running.as_ref().unwrap().publisher.clone();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while publisher.lock().health.values().any(|h| *h == srvd::zone::policy::Health::Pending) || publisher.serial_store().behind {
+    while publisher.lock().health.values().any(|h| *h == srvd::health::Health::Pending) || publisher.serial_store().behind {
         assert!(std::time::Instant::now() < deadline, "the hand-added master was never checked");
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }

@@ -6,9 +6,9 @@ use std::path::Path;
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{Name, Record, RecordType};
 use srvd::dns::{self, Transport};
+use srvd::health::HealthStates;
 use srvd::input::config::{Config, EXAMPLE_CONFIG, EXAMPLE_REGISTRY, EXAMPLE_ZONE_FILE};
 use srvd::input::registry::Registry;
-use srvd::zone::policy::HealthStates;
 use srvd::zone::publish::{Inputs, Publisher};
 
 fn publisher(registry: &str) -> std::sync::Arc<Publisher> {

@@ -7,10 +7,10 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use srvd::health::Health;
 use srvd::health::{self, Check, CheckFactory, CheckOutcome, Hysteresis, Phase, Probe};
 use srvd::input::config::Config;
 use srvd::input::registry::{Master, Registry, Role};
-use srvd::zone::policy::Health;
 use srvd::zone::publish::{Inputs, Publisher};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -222,7 +222,7 @@ struct Harness {
 }
 
 impl Harness {
-    fn start(policy: &str, registry: &str, states: srvd::zone::policy::HealthStates) -> Harness {
+    fn start(policy: &str, registry: &str, states: srvd::health::HealthStates) -> Harness {
         let cfg = config(policy);
         let reg = Registry::parse(registry, Path::new("masters.toml"), &cfg).unwrap();
         let inputs = Inputs::assemble(cfg, vec![], reg).unwrap();

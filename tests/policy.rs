@@ -2,9 +2,10 @@
 
 use std::path::Path;
 
+use srvd::health::{Health, HealthStates};
 use srvd::input::config::Config;
 use srvd::input::registry::{MasterKey, Registry, Role};
-use srvd::zone::policy::{self, Health, HealthStates, Mode, RoleAnswer, Verdict};
+use srvd::zone::policy::{self, Mode, RoleAnswer, Verdict};
 
 const CONFIG: &str = r#"
 [zone]

@@ -7,11 +7,11 @@ use std::time::SystemTime;
 
 use super::Control;
 use super::proto::{AddMaster, ChangeReport, Failure, ReloadReport, Reply, Request, Response};
+use crate::health::{Health, HealthStates};
 use crate::input::config::Config;
 use crate::input::fsutil::write_atomic;
 use crate::input::regedit::RegistryDoc;
 use crate::input::registry::{Master, MasterKey, RawMaster, Registry, read_text, split_host_port, validate_master};
-use crate::zone::policy::{Health, HealthStates};
 use crate::zone::publish::{Inputs, PublishError, check_registry_against_statics};
 
 fn refused(msg: impl Into<String>) -> Failure {

@@ -21,8 +21,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::time::Instant;
 
 use crate::health::HealthBoard;
+use crate::health::{Health, health_of};
 use crate::input::registry::{MasterKey, Role};
-use crate::zone::policy::{Health, health_of};
 use crate::zone::publish::Publisher;
 use proto::{Failure, Reply, Request, Response, WaitOutcome};
 

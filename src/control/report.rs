@@ -8,11 +8,12 @@ use super::proto::{
     StatusReport,
 };
 use super::{Control, unix};
+use crate::health::{Health, health_of};
 use crate::input::config::Config;
 use crate::input::names::host_string;
 use crate::input::registry::{Master, MasterKey, Role};
 use crate::zone::Snapshot;
-use crate::zone::policy::{Health, Mode, RoleAnswer, Verdict, health_of};
+use crate::zone::policy::{Mode, RoleAnswer, Verdict};
 
 pub(super) fn info(m: &Master) -> MasterInfo {
     MasterInfo {
@@ -97,11 +98,7 @@ impl Control {
                         // The checker settles a state a moment before the
                         // applier publishes it: until then, report what DNS
                         // serves, so "up" always means "published".
-                        state: if matches!(state.as_str(), "up" | "down") && state != health_str(h) {
-                            health_str(h).to_string()
-                        } else {
-                            state
-                        },
+                        state: if matches!(state.as_str(), "up" | "down") && state != h.as_str() { h.as_str().to_string() } else { state },
                         since: Some(since),
                         reason: Some(reason).filter(|r| !r.is_empty()),
                         last_check,
@@ -109,7 +106,7 @@ impl Control {
                     },
                     None => RoleHealth {
                         role: role.to_string(),
-                        state: health_str(h).into(),
+                        state: h.as_str().into(),
                         since: None,
                         reason: None,
                         last_check: None,
@@ -222,14 +219,6 @@ fn srv_name(config: &Config, a: &RoleAnswer) -> String {
     match &a.site {
         Some(s) => format!("{}._tcp.{s}.{}", a.role.service(), config.zone.origin),
         None => format!("{}._tcp.{}", a.role.service(), config.zone.origin),
-    }
-}
-
-fn health_str(h: Health) -> &'static str {
-    match h {
-        Health::Up => "up",
-        Health::Down => "down",
-        Health::Pending => "pending",
     }
 }
 

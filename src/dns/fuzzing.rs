@@ -17,9 +17,9 @@ use hickory_proto::op::{Message, MessageType};
 
 use crate::dns::served::Served;
 use crate::dns::{self, MAX_UDP_PAYLOAD, Transport};
+use crate::health::HealthStates;
 use crate::input::config::{Config, ConfigError, EXAMPLE_CONFIG, EXAMPLE_REGISTRY, EXAMPLE_ZONE_FILE};
 use crate::input::registry::Registry;
-use crate::zone::policy::HealthStates;
 use crate::zone::publish::{Inputs, Publisher};
 
 /// A secondary that may transfer without a key (the example's secondary,

@@ -16,7 +16,7 @@
 //! settles it either way, so `srvctl add-master --wait` gets an answer after
 //! one check.
 
-use crate::zone::policy::Health;
+use crate::health::Health;
 
 /// Where a (master, role) stands in the hysteresis.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

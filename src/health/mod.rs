@@ -1,12 +1,12 @@
 //! Health checks and automatic failover (DESIGN.md §6).
 //!
 //! ```text
-//!  Publisher::generation() ──> supervisor ── one task per (master, probe) ──┐
+//!  Target::changes() ─────> supervisor ── one task per (master, probe) ──┐
 //!     (registry, [health])      spawns/cancels   check -> Hysteresis per role│
 //!                                                  │ board (last check)      │
 //!                                                  v                         │
 //!                               applier <── transitions (mpsc) <─────────────┘
-//!                                  │  one Publisher::update_answers per batch
+//!                                  │  one Target::apply per batch
 //!                                  └─> persist: new serial, state_dir/health.json
 //! ```
 //!
@@ -23,7 +23,7 @@
 //!   than the period is followed by the next one at once.
 //! - Every transition is logged once (host, port, role, old, new, reason)
 //!   and sent to the applier, which applies a batch in one
-//!   [`Publisher::update_answers`] (new snapshot at once, under the served
+//!   [`Target::apply`] (new snapshot at once, under the served
 //!   serial) on a blocking thread; a second task then stores the new serial
 //!   and serves it, and writes `state_dir/health.json`. A slow or full disk
 //!   never holds up the failover, the probes or DNS: while the serial cannot
@@ -34,11 +34,12 @@
 //!   [`crate::daemon::Running::health`]; `srvctl status` renders
 //!   [`HealthBoard::snapshot`] (serde-serialisable [`RoleStatus`] rows).
 //! - New, changed or removed masters are noticed through
-//!   [`Publisher::generation`]; so is a changed `[health]` after a reload.
+//!   [`Target::changes`]; so is a changed `[health]` after a reload.
 
 pub mod board;
 pub mod check;
 pub mod hysteresis;
+pub mod state;
 pub mod store;
 
 use std::collections::HashMap;
@@ -55,12 +56,11 @@ use tokio_util::task::TaskTracker;
 pub use board::{Counts, HealthBoard, LastCheck, RoleStatus};
 pub use check::{Check, CheckFactory, CheckOutcome, NetworkChecks, Probe, TlsError};
 pub use hysteresis::{Hysteresis, Phase, Transition};
+pub use state::{Health, HealthStates, health_of};
 pub use store::Stored;
 
 use crate::input::config::HealthConfig;
-use crate::input::registry::{Master, MasterKey, Role};
-use crate::zone::policy::Health;
-use crate::zone::publish::Publisher;
+use crate::input::registry::{Master, MasterKey, Registry, Role};
 
 /// The timing the probe tasks run with.
 #[derive(Debug, Clone, PartialEq)]
@@ -99,7 +99,37 @@ impl Timing {
     }
 }
 
-/// What the checker needs besides the publisher.
+/// Where the checker gets the masters to check from and sends its
+/// verdicts to: the zone layer's publisher (which implements it), so the
+/// checker never depends on the layer above it.
+pub trait Target: Send + Sync + 'static {
+    /// A counter bumped on every change of the inputs (masters, `[health]`).
+    fn changes(&self) -> tokio::sync::watch::Receiver<u64>;
+    /// The masters to check, the `[health]` settings and the published states.
+    fn checked(&self) -> (Registry, HealthConfig, HealthStates);
+    /// The published health of each of `roles` of `key` (Up when unknown).
+    fn published(&self, key: &MasterKey, roles: &[Role]) -> Vec<Health>;
+    /// Publishes a batch of verdicts at once (blocking, CPU only: no I/O).
+    /// Returns (states changed, a new serial is owed).
+    fn apply(&self, batch: Vec<Verdict>) -> (bool, bool);
+    /// Whether a new serial is owed (it could not be stored yet).
+    fn serial_owed(&self) -> bool;
+    /// Stores an owed serial (blocking: the fsync).
+    fn store_serial(&self);
+    /// The published states, for `health.json`.
+    fn states(&self) -> HealthStates;
+}
+
+/// What the checker asks its [`Target`] to publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// (master, role) now has this health; ignored if the master or role is gone.
+    Health { key: MasterKey, role: Role, health: Health },
+    /// Forget the states of masters (or roles) no longer in the registry.
+    Prune,
+}
+
+/// What the checker needs besides its target.
 pub struct Options {
     pub factory: Arc<dyn CheckFactory>,
     /// States read from `state_dir` at start (for since-times) and where to write them.
@@ -107,41 +137,25 @@ pub struct Options {
     pub jitter: f64,
 }
 
-/// A change of published health, sent from a probe to the applier.
-#[derive(Debug)]
-struct Event {
-    key: MasterKey,
-    role: Role,
-    health: Health,
-}
-
-/// What the applier is asked to publish.
-#[derive(Debug)]
-enum Msg {
-    Transition(Event),
-    /// Forget the states of masters (or roles) no longer in the registry.
-    Prune,
-}
-
 /// While a serial is owed (it could not be stored), the applier retries
 /// this often even without new transitions.
 pub const SERIAL_RETRY: Duration = Duration::from_secs(5);
 
 struct Ctx {
-    publisher: Arc<Publisher>,
+    target: Arc<dyn Target>,
     board: Arc<HealthBoard>,
-    events: mpsc::UnboundedSender<Msg>,
+    events: mpsc::UnboundedSender<Verdict>,
 }
 
 /// Starts the checker on `tracker`; everything stops on `shutdown`.
 /// Returns the board the probes write their results to.
-pub fn spawn(publisher: Arc<Publisher>, opts: Options, tracker: &TaskTracker, shutdown: CancellationToken) -> Arc<HealthBoard> {
+pub fn spawn(target: Arc<dyn Target>, opts: Options, tracker: &TaskTracker, shutdown: CancellationToken) -> Arc<HealthBoard> {
     let board = Arc::new(HealthBoard::new());
     let (tx, rx) = mpsc::unbounded_channel();
-    let ctx = Arc::new(Ctx { publisher: publisher.clone(), board: board.clone(), events: tx });
+    let ctx = Arc::new(Ctx { target: target.clone(), board: board.clone(), events: tx });
     let dirty = Arc::new(Dirty { health: std::sync::atomic::AtomicBool::new(false), notify: tokio::sync::Notify::new() });
-    tracker.spawn(apply(publisher.clone(), rx, dirty.clone(), shutdown.clone()));
-    tracker.spawn(persist(publisher, board.clone(), opts.stored.path.clone(), dirty, shutdown.clone()));
+    tracker.spawn(apply(target.clone(), rx, dirty.clone(), shutdown.clone()));
+    tracker.spawn(persist(target, board.clone(), opts.stored.path.clone(), dirty, shutdown.clone()));
     tracker.spawn(supervise(ctx, opts, tracker.clone(), shutdown));
     board
 }
@@ -154,16 +168,13 @@ struct Running {
 
 /// Keeps one probe task per (master, probe) in line with the registry.
 async fn supervise(ctx: Arc<Ctx>, opts: Options, tracker: TaskTracker, shutdown: CancellationToken) {
-    let mut generation = ctx.publisher.generation();
+    let mut generation = ctx.target.changes();
     let mut running: HashMap<(MasterKey, Probe), Running> = HashMap::new();
     let mut since_restored: HashMap<(MasterKey, Role), SystemTime> = opts.stored.states.iter().map(|(k, (_, t))| (k.clone(), *t)).collect();
     let mut current_cfg: Option<HealthConfig> = None;
     let mut timing = None;
     loop {
-        let (registry, cfg, states) = {
-            let core = ctx.publisher.lock();
-            (core.inputs.registry.clone(), core.inputs.config.health.clone(), core.health.clone())
-        };
+        let (registry, cfg, states) = ctx.target.checked();
         if current_cfg.as_ref() != Some(&cfg) {
             if current_cfg.is_some() {
                 match opts.factory.configure(&cfg) {
@@ -218,7 +229,7 @@ async fn supervise(ctx: Arc<Ctx>, opts: Options, tracker: TaskTracker, shutdown:
         let stale = states.keys().any(|(k, r)| !registry.get(k).is_some_and(|m| m.has_role(*r)));
         if stale {
             // Published by the applier, off the async runtime.
-            let _ = ctx.events.send(Msg::Prune);
+            let _ = ctx.events.send(Verdict::Prune);
         }
 
         tokio::select! {
@@ -274,10 +285,7 @@ async fn run_probe(ctx: Arc<Ctx>, spec: ProbeSpec, mut check: Box<dyn Check>, ti
         };
         let latency = started.elapsed();
         ctx.board.count_check(outcome.ok);
-        let published: Vec<Health> = {
-            let core = ctx.publisher.lock();
-            roles.iter().map(|r| core.health.get(&(key.clone(), *r)).copied().unwrap_or(Health::Up)).collect()
-        };
+        let published = ctx.target.published(&key, &roles);
         let at = SystemTime::now();
         for (i, role) in roles.iter().enumerate() {
             let h = &mut hs[i];
@@ -305,7 +313,7 @@ async fn run_probe(ctx: Arc<Ctx>, spec: ProbeSpec, mut check: Box<dyn Check>, ti
             });
             let want = h.phase().health();
             if t.is_some() || want != published[i] {
-                let _ = ctx.events.send(Msg::Transition(Event { key: key.clone(), role: *role, health: want }));
+                let _ = ctx.events.send(Verdict::Health { key: key.clone(), role: *role, health: want });
             }
         }
         let fast = hs.iter().any(Hysteresis::wants_fast);
@@ -326,12 +334,12 @@ fn log_transition(host: &str, port: u16, role: Role, t: Transition, reason: &str
 }
 
 /// Applies transitions in batches: each batch is one
-/// [`Publisher::update_answers`] on a blocking thread (CPU only: the answers
+/// [`Target::apply`] on a blocking thread (CPU only: the answers
 /// change at once), and transitions that arrive meanwhile make the next
 /// batch, so many transitions publish once. Persistence (the new serial,
 /// health.json) is left to [`persist`], so a slow or full disk delays
 /// persistence, never the failover, the probes or the DNS tasks.
-async fn apply(publisher: Arc<Publisher>, mut rx: mpsc::UnboundedReceiver<Msg>, dirty: Arc<Dirty>, shutdown: CancellationToken) {
+async fn apply(target: Arc<dyn Target>, mut rx: mpsc::UnboundedReceiver<Verdict>, dirty: Arc<Dirty>, shutdown: CancellationToken) {
     loop {
         let first = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -341,8 +349,8 @@ async fn apply(publisher: Arc<Publisher>, mut rx: mpsc::UnboundedReceiver<Msg>, 
         while let Ok(e) = rx.try_recv() {
             batch.push(e);
         }
-        let p = publisher.clone();
-        match tokio::task::spawn_blocking(move || apply_batch(&p, batch)).await {
+        let t = target.clone();
+        match tokio::task::spawn_blocking(move || t.apply(batch)).await {
             Ok((changed, owed)) => {
                 dirty.health.fetch_or(changed, std::sync::atomic::Ordering::Relaxed);
                 if changed || owed {
@@ -361,60 +369,27 @@ struct Dirty {
     notify: tokio::sync::Notify,
 }
 
-/// One batch; returns (health states changed, serial owed). Blocking, but
-/// no I/O: the owed serial is stored by [`persist`], so the next batch never
-/// waits for the disk.
-fn apply_batch(publisher: &Publisher, batch: Vec<Msg>) -> (bool, bool) {
-    publisher.update_answers(|core| {
-        let mut changed = false;
-        for msg in batch {
-            match msg {
-                Msg::Transition(e) => {
-                    // The master may have been removed since the check.
-                    if !core.inputs.registry.get(&e.key).is_some_and(|m| m.has_role(e.role)) {
-                        continue;
-                    }
-                    changed |= core.health.insert((e.key, e.role), e.health) != Some(e.health);
-                }
-                Msg::Prune => {
-                    let reg = &core.inputs.registry;
-                    let n = core.health.len();
-                    core.health.retain(|(k, r), _| reg.get(k).is_some_and(|m| m.has_role(*r)));
-                    changed |= core.health.len() != n;
-                }
-            }
-        }
-        changed
-    })
-}
-
 /// Stores the serial owed by published transitions and writes health.json,
 /// on a blocking thread, as often as the disk allows (notifications that
 /// arrive meanwhile are coalesced). While a serial is owed but cannot be
 /// stored, retries every [`SERIAL_RETRY`]. At shutdown, writes health.json
 /// one last time if it is behind.
-async fn persist(
-    publisher: Arc<Publisher>,
-    board: Arc<HealthBoard>,
-    file: Option<PathBuf>,
-    dirty: Arc<Dirty>,
-    shutdown: CancellationToken,
-) {
+async fn persist(target: Arc<dyn Target>, board: Arc<HealthBoard>, file: Option<PathBuf>, dirty: Arc<Dirty>, shutdown: CancellationToken) {
     loop {
-        let behind = publisher.serial_store().behind;
+        let behind = target.serial_owed();
         let stop = tokio::select! {
             _ = shutdown.cancelled() => true,
             _ = dirty.notify.notified() => false,
             _ = tokio::time::sleep(SERIAL_RETRY), if behind => false,
         };
         let write = dirty.health.swap(false, std::sync::atomic::Ordering::Relaxed);
-        let (p, b, f) = (publisher.clone(), board.clone(), file.clone());
+        let (t, b, f) = (target.clone(), board.clone(), file.clone());
         let res = tokio::task::spawn_blocking(move || {
             if !stop {
-                p.retry_store();
+                t.store_serial();
             }
             if let (true, Some(path)) = (write, f) {
-                let states = p.lock().health.clone();
+                let states = t.states();
                 let data = store::encode(&states, |k, r| b.since(k, r));
                 if let Err(e) = crate::input::fsutil::write_atomic(&path, &data) {
                     tracing::error!(file = %path.display(), error = %e, "cannot store health states");

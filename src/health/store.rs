@@ -8,9 +8,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::health::{Health, HealthStates};
 use crate::input::names;
 use crate::input::registry::{MasterKey, Registry, Role};
-use crate::zone::policy::{Health, HealthStates};
 
 pub const FILE_NAME: &str = "health.json";
 
@@ -25,38 +25,9 @@ struct Entry {
     host: String,
     port: u16,
     role: Role,
-    state: State,
+    state: Health,
     /// Unix seconds of the last change.
     since: u64,
-}
-
-/// [`Health`] as written in the file.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum State {
-    Up,
-    Down,
-    Pending,
-}
-
-impl From<Health> for State {
-    fn from(h: Health) -> State {
-        match h {
-            Health::Up => State::Up,
-            Health::Down => State::Down,
-            Health::Pending => State::Pending,
-        }
-    }
-}
-
-impl From<State> for Health {
-    fn from(s: State) -> Health {
-        match s {
-            State::Up => Health::Up,
-            State::Down => Health::Down,
-            State::Pending => Health::Pending,
-        }
-    }
 }
 
 /// States read at start.
@@ -144,7 +115,7 @@ pub fn encode(states: &HealthStates, since: impl Fn(&MasterKey, Role) -> Option<
             host: crate::input::names::host_string(&k.host),
             port: k.port,
             role: *r,
-            state: (*h).into(),
+            state: *h,
             since: since(k, *r).and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_secs()).unwrap_or(0),
         })
         .collect();
@@ -174,7 +145,7 @@ fn parse_entry(v: serde_json::Value, now: SystemTime) -> Result<StoredState, Ent
     let host = names::parse_absolute(&e.host).map_err(|r| EntryError::Host { host: e.host.clone(), reason: r.to_string() })?;
     let latest = now.checked_add(MAX_CLOCK_SKEW).unwrap_or(now);
     let since = UNIX_EPOCH.checked_add(Duration::from_secs(e.since)).filter(|t| *t <= latest).ok_or(EntryError::Since(e.since))?;
-    Ok(((MasterKey { host, port: e.port }, e.role), (e.state.into(), since.min(now))))
+    Ok(((MasterKey { host, port: e.port }, e.role), (e.state, since.min(now))))
 }
 
 /// How far in the future a `since` may lie (a clock stepped back since it was written).

@@ -21,8 +21,8 @@ use std::sync::Arc;
 use crate::control::Control;
 use crate::dns::stats::{CloseReason, DnsStats, Outcome, Path, TRANSPORTS, transport_str};
 use crate::health::HealthBoard;
+use crate::health::{Health, health_of};
 use crate::input::registry::Role;
-use crate::zone::policy::{Health, health_of};
 use crate::zone::publish::Publisher;
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -156,12 +156,10 @@ pub fn render(s: &Sources) -> String {
             let host = crate::input::names::host_string(&key.host);
             for &role in &m.roles {
                 let health = health_of(&core.health, &key, role);
-                let state = board.get(&(host.clone(), key.port, role)).copied().unwrap_or(match core.health.get(&(key.clone(), role)) {
-                    None => "unchecked",
-                    Some(Health::Up) => "up",
-                    Some(Health::Down) => "down",
-                    Some(Health::Pending) => "pending",
-                });
+                let state = board
+                    .get(&(host.clone(), key.port, role))
+                    .copied()
+                    .unwrap_or(core.health.get(&(key.clone(), role)).map_or("unchecked", |h| h.as_str()));
                 *per_site.entry((m.site.clone(), role, state)).or_default() += 1;
                 rows.push((key.to_string(), m.site.clone(), role, health == Health::Up, m.drained));
             }

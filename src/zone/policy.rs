@@ -2,33 +2,12 @@
 //! (config, registry, health states) -> the SRV answers of every published
 //! name, with the reason each master is in or out. No I/O, no clock.
 
-use std::collections::HashMap;
-
 use hickory_proto::rr::Name;
 use serde::Serialize;
 
+use crate::health::{Health, HealthStates, health_of};
 use crate::input::config::{AllDown, Config};
 use crate::input::registry::{Master, MasterKey, Registry, Role};
-
-/// The health of one (master, role) as the policy sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Health {
-    /// Passing checks (or not checked yet since srvd started: benefit of the doubt).
-    Up,
-    /// Failed `fall` checks in a row.
-    Down,
-    /// Added at runtime and not yet checked: not published until it passes.
-    Pending,
-}
-
-/// Health per (master, role). A missing entry counts as [`Health::Up`]: at
-/// start, masters with no known state are published until their first check.
-pub type HealthStates = HashMap<(MasterKey, Role), Health>;
-
-pub fn health_of(states: &HealthStates, key: &MasterKey, role: Role) -> Health {
-    states.get(&(key.clone(), role)).copied().unwrap_or(Health::Up)
-}
 
 /// One SRV record to publish.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]

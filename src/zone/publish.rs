@@ -16,10 +16,12 @@ use hickory_proto::rr::LowerName;
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
+use crate::health::{Health, HealthStates, Verdict, health_of};
 use crate::input::config::{Config, ConfigError};
 use crate::input::registry::Registry;
+use crate::input::registry::{MasterKey, Role};
 use crate::input::zonefile::{self, StaticRecord};
-use crate::zone::policy::{self, HealthStates};
+use crate::zone::policy;
 use crate::zone::serial::{StateDir, StoreError, next_serial};
 use crate::zone::{self, Snapshot};
 
@@ -467,5 +469,58 @@ impl Publisher {
             }
         }
         r
+    }
+}
+
+/// The health checker's view of the publisher (see [`crate::health::Target`]).
+impl crate::health::Target for Publisher {
+    fn changes(&self) -> watch::Receiver<u64> {
+        self.generation()
+    }
+
+    fn checked(&self) -> (crate::input::registry::Registry, crate::input::config::HealthConfig, HealthStates) {
+        let core = self.lock();
+        (core.inputs.registry.clone(), core.inputs.config.health.clone(), core.health.clone())
+    }
+
+    fn published(&self, key: &MasterKey, roles: &[Role]) -> Vec<Health> {
+        let core = self.lock();
+        roles.iter().map(|r| health_of(&core.health, key, *r)).collect()
+    }
+
+    fn apply(&self, batch: Vec<Verdict>) -> (bool, bool) {
+        self.update_answers(|core| {
+            let mut changed = false;
+            for v in batch {
+                match v {
+                    Verdict::Health { key, role, health } => {
+                        // The master may have been removed since the check.
+                        if !core.inputs.registry.get(&key).is_some_and(|m| m.has_role(role)) {
+                            continue;
+                        }
+                        changed |= core.health.insert((key, role), health) != Some(health);
+                    }
+                    Verdict::Prune => {
+                        let reg = &core.inputs.registry;
+                        let n = core.health.len();
+                        core.health.retain(|(k, r), _| reg.get(k).is_some_and(|m| m.has_role(*r)));
+                        changed |= core.health.len() != n;
+                    }
+                }
+            }
+            changed
+        })
+    }
+
+    fn serial_owed(&self) -> bool {
+        self.serial_store().behind
+    }
+
+    fn store_serial(&self) {
+        self.retry_store();
+    }
+
+    fn states(&self) -> HealthStates {
+        self.lock().health.clone()
     }
 }
