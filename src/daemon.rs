@@ -130,7 +130,7 @@ pub async fn start_with(
     let state = StateDir::new(&cfg.server.state_dir);
     // Health checks (DESIGN.md §6): the TLS settings must load, and the last
     // known states come from state_dir (no state: up until the first check).
-    let network_checks = crate::health::NetworkChecks::new(&cfg.health).map_err(|e| ConfigError::new(&cfg.path, e.key, e.reason))?;
+    let network_checks = crate::health::NetworkChecks::new(&cfg.health);
     let stored = crate::health::Stored::load(&cfg.server.state_dir);
     let health: HealthStates = stored.states_for(&inputs.registry);
     let publisher = Publisher::new(inputs, health, Some(state))

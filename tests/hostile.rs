@@ -127,7 +127,7 @@ fn fuzz_corpus_replays_clean() {
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
         let bytes = std::fs::read(&path).unwrap();
-        let r = std::panic::catch_unwind(|| fuzzing::fuzz_one(&snap, &bytes));
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fuzzing::fuzz_one(&snap, &bytes)));
         match r {
             Ok(n) => replies += n,
             Err(_) => panic!("corpus file {} fails the harness", path.display()),

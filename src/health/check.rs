@@ -10,13 +10,11 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::{CertificateError, RootCertStore};
+use rustls::CertificateError;
 use serde::Serialize;
 
 use crate::input::config::HealthConfig;
@@ -101,81 +99,8 @@ pub trait Check: Send {
 pub trait CheckFactory: Send + Sync + 'static {
     fn make(&self, master: &Master, probe: Probe) -> Box<dyn Check>;
 
-    /// Called when `[health]` changed on reload. An error keeps the old settings.
-    fn configure(&self, _cfg: &HealthConfig) -> Result<(), TlsError> {
-        Ok(())
-    }
-}
-
-/// A TLS setting that cannot be used: the config key, and why (naming the file).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{key}: {reason}")]
-pub struct TlsError {
-    pub key: &'static str,
-    pub reason: String,
-}
-
-/// Trust stores tried when `health.ca_file` is not set.
-const SYSTEM_BUNDLES: [&str; 3] = ["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem"];
-
-/// Builds the checker's TLS client config from `[health]`: roots from
-/// `ca_file` (else the system bundle), client identity from
-/// `cert_file` + `key_file`. Every error names the key and the file.
-pub fn client_tls(cfg: &HealthConfig) -> Result<rustls::ClientConfig, TlsError> {
-    let mut roots = RootCertStore::empty();
-    match &cfg.ca_file {
-        Some(p) => {
-            let certs = read_certs(p, "health.ca_file")?;
-            for (i, c) in certs.into_iter().enumerate() {
-                roots.add(c).map_err(|e| TlsError {
-                    key: "health.ca_file",
-                    reason: format!("{}: certificate {} is not a usable CA certificate: {e}", p.display(), i + 1),
-                })?;
-            }
-        }
-        None => {
-            let bundle = SYSTEM_BUNDLES.iter().map(Path::new).find(|p| p.exists());
-            if let Some(Ok(certs)) = bundle.map(|p| read_certs(p, "health.ca_file")) {
-                roots.add_parsable_certificates(certs);
-            }
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| TlsError { key: "health", reason: format!("TLS setup: {e}") })?
-        .with_root_certificates(roots);
-    match (&cfg.cert_file, &cfg.key_file) {
-        (Some(cert), Some(key)) => {
-            let chain = read_certs(cert, "health.cert_file")?;
-            let der = read_key(key)?;
-            builder.with_client_auth_cert(chain, der).map_err(|e| TlsError {
-                key: "health.key_file",
-                reason: format!("{} does not go with {}: {e}", key.display(), cert.display()),
-            })
-        }
-        (None, None) => Ok(builder.with_no_client_auth()),
-        (Some(_), None) => Err(TlsError { key: "health.key_file", reason: "cert_file and key_file must be set together".into() }),
-        (None, Some(_)) => Err(TlsError { key: "health.cert_file", reason: "cert_file and key_file must be set together".into() }),
-    }
-}
-
-fn read_certs(p: &Path, key: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let certs = crate::input::tls::load_certs(p).map_err(|reason| TlsError { key, reason })?;
-    if certs.is_empty() {
-        return Err(TlsError { key, reason: format!("{} holds no PEM certificate", p.display()) });
-    }
-    Ok(certs.into_iter().map(CertificateDer::from).collect())
-}
-
-fn read_key(p: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let key = "health.key_file";
-    let data = std::fs::read(p).map_err(|e| TlsError { key, reason: format!("cannot read {}: {e}", p.display()) })?;
-    match rustls_pemfile::private_key(&mut &data[..]) {
-        Ok(Some(k)) => Ok(k),
-        Ok(None) => Err(TlsError { key, reason: format!("{} holds no PEM private key", p.display()) }),
-        Err(e) => Err(TlsError { key, reason: format!("{} is not valid PEM: {e}", p.display()) }),
-    }
+    /// Called when `[health]` changed on reload (already validated and loaded).
+    fn configure(&self, _cfg: &HealthConfig) {}
 }
 
 /// The real checks, over the network.
@@ -186,8 +111,9 @@ pub struct NetworkChecks {
 }
 
 impl NetworkChecks {
-    pub fn new(cfg: &HealthConfig) -> Result<NetworkChecks, TlsError> {
-        Ok(NetworkChecks { tls: Mutex::new(Arc::new(client_tls(cfg)?)), idle: Mutex::new(idle_for(cfg)) })
+    /// Checks with the TLS material and timing of `cfg` (loaded by the config).
+    pub fn new(cfg: &HealthConfig) -> NetworkChecks {
+        NetworkChecks { tls: Mutex::new(cfg.tls.config().clone()), idle: Mutex::new(idle_for(cfg)) }
     }
 }
 
@@ -223,11 +149,9 @@ impl CheckFactory for NetworkChecks {
         }
     }
 
-    fn configure(&self, cfg: &HealthConfig) -> Result<(), TlsError> {
-        let tls = client_tls(cfg)?;
-        *self.tls.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(tls);
+    fn configure(&self, cfg: &HealthConfig) {
+        *self.tls.lock().unwrap_or_else(|e| e.into_inner()) = cfg.tls.config().clone();
         *self.idle.lock().unwrap_or_else(|e| e.into_inner()) = idle_for(cfg);
-        Ok(())
     }
 }
 

@@ -54,7 +54,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use board::{Counts, HealthBoard, LastCheck, RoleStatus};
-pub use check::{Check, CheckFactory, CheckOutcome, NetworkChecks, Probe, TlsError};
+pub use check::{Check, CheckFactory, CheckOutcome, NetworkChecks, Probe};
 pub use hysteresis::{Hysteresis, Phase, Transition};
 pub use state::{Health, HealthStates, health_of};
 pub use store::Stored;
@@ -177,10 +177,8 @@ async fn supervise(ctx: Arc<Ctx>, opts: Options, tracker: TaskTracker, shutdown:
         let (registry, cfg, states) = ctx.target.checked();
         if current_cfg.as_ref() != Some(&cfg) {
             if current_cfg.is_some() {
-                match opts.factory.configure(&cfg) {
-                    Ok(()) => tracing::info!("[health] changed; restarting checks"),
-                    Err(e) => tracing::error!(error = %e, "[health] changed but cannot be used; keeping the TLS settings"),
-                }
+                opts.factory.configure(&cfg);
+                tracing::info!("[health] changed; restarting checks");
                 for (_, r) in running.drain() {
                     r.token.cancel();
                 }

@@ -11,6 +11,7 @@ use hickory_proto::rr::rdata::tsig::TsigAlgorithm;
 use serde::Deserialize;
 
 use crate::input::names::{self, parse_duration};
+use crate::input::tls::ClientTls;
 
 /// The example configuration `srvd` runs when started without `--config`.
 pub const EXAMPLE_CONFIG: &str = include_str!("../../zones/example.toml");
@@ -232,6 +233,8 @@ pub struct HealthConfig {
     pub ca_file: Option<PathBuf>,
     pub cert_file: Option<PathBuf>,
     pub key_file: Option<PathBuf>,
+    /// The TLS client config built from the three files (read once, here).
+    pub tls: ClientTls,
 }
 
 impl Default for HealthConfig {
@@ -245,6 +248,7 @@ impl Default for HealthConfig {
             ca_file: None,
             cert_file: None,
             key_file: None,
+            tls: ClientTls::load(None, None, None).unwrap_or_else(|e| unreachable!("no files to read: {e}")),
         }
     }
 }
@@ -506,29 +510,12 @@ fn validate(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, ConfigEr
     if fall == 0 || fall > 100 {
         return Err(err("health.fall", format!("{fall} is not in 1..=100")));
     }
-    let health = HealthConfig {
-        interval,
-        fast_interval,
-        timeout,
-        rise,
-        fall,
-        ca_file: raw.health.ca_file.map(resolve),
-        cert_file: raw.health.cert_file.map(resolve),
-        key_file: raw.health.key_file.map(resolve),
-    };
-    if health.cert_file.is_some() != health.key_file.is_some() {
-        return Err(err(
-            if health.cert_file.is_some() { "health.key_file" } else { "health.cert_file" },
-            "cert_file and key_file must be set together".into(),
-        ));
-    }
-    for (key, p) in [("health.ca_file", &health.ca_file), ("health.cert_file", &health.cert_file), ("health.key_file", &health.key_file)] {
-        if let Some(p) = p {
-            crate::input::tls::check_pem_file(p, key).map_err(|r| ConfigError::new(file, key, r))?;
-        }
-    }
-    // The checker's TLS config must build: CA usable, key matching the certificate.
-    crate::health::check::client_tls(&health).map_err(|e| ConfigError::new(file, e.key, e.reason))?;
+    let (ca_file, cert_file, key_file) =
+        (raw.health.ca_file.map(resolve), raw.health.cert_file.map(resolve), raw.health.key_file.map(resolve));
+    // The checker's TLS material, read once: files readable, PEM valid, CA
+    // usable, key matching the certificate.
+    let tls = ClientTls::load_paths(&ca_file, &cert_file, &key_file).map_err(|e| ConfigError::new(file, e.key, e.reason))?;
+    let health = HealthConfig { interval, fast_interval, timeout, rise, fall, ca_file, cert_file, key_file, tls };
 
     // [[site]]
     if raw.site.is_empty() {
