@@ -110,6 +110,17 @@ pub struct Core {
     pub health: HealthStates,
 }
 
+/// Read-only access to the inputs ([`Publisher::lock`]): changing them
+/// goes through [`Publisher::update`] and friends, which republish.
+pub struct CoreRef<'a>(MutexGuard<'a, Core>);
+
+impl std::ops::Deref for CoreRef<'_> {
+    type Target = Core;
+    fn deref(&self) -> &Core {
+        &self.0
+    }
+}
+
 /// How storing the SOA serial goes, for `srvctl status` (and metrics).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SerialStore {
@@ -249,7 +260,11 @@ impl Publisher {
     /// Locks the inputs for reading (held only briefly by writers, never
     /// across I/O). Never hold the guard across an await, and do not change
     /// the inputs through it: use [`Publisher::update`].
-    pub fn lock(&self) -> MutexGuard<'_, Core> {
+    pub fn lock(&self) -> CoreRef<'_> {
+        CoreRef(self.core())
+    }
+
+    fn core(&self) -> MutexGuard<'_, Core> {
         self.core.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -286,7 +301,7 @@ impl Publisher {
     /// served by [`Publisher::retry_store`]. While the serial cannot be
     /// stored, the answers stay under the last stored serial (no NOTIFY);
     /// the failure is logged and counted.
-    pub fn update_answers<R>(&self, f: impl FnOnce(&mut Core) -> R) -> (R, bool) {
+    fn update_answers<R>(&self, f: impl FnOnce(&mut Core) -> R) -> (R, bool) {
         let guard = self.publishing();
         let (r, plan) = self.plan(f);
         let serial = plan.serial;
@@ -366,7 +381,7 @@ impl Publisher {
     /// When a serial is owed ([`SerialStore::behind`]), tries to store it
     /// and serve the current data under it; blocking (the fsync). Returns
     /// the serial now served.
-    pub fn retry_store(&self) -> u32 {
+    fn retry_store(&self) -> u32 {
         let state = self.storing();
         self.bump(&state)
     }
@@ -398,7 +413,7 @@ impl Publisher {
         if let Some(s) = &snap {
             self.announce(s);
         }
-        let mut c = self.lock();
+        let mut c = self.core();
         *c = core;
         if let Some(s) = snap {
             self.snapshot.store(s);
@@ -447,7 +462,7 @@ impl Publisher {
         self.store_status().behind = false;
         self.announce(&snap);
         {
-            let _core = self.lock();
+            let _core = self.core();
             self.snapshot.store(snap);
         }
         drop(guard);
