@@ -10,7 +10,8 @@ use crate::control::{self, Control};
 use crate::dns::server::{self, DnsSockets};
 use crate::dns::stats::DnsStats;
 use crate::health::HealthStates;
-use crate::input::config::{Config, ConfigError};
+use crate::input::config::Config;
+use crate::input::error::InputError;
 use crate::metrics;
 use crate::zone::publish::{Inputs, Publisher};
 use crate::zone::serial::StateDir;
@@ -18,7 +19,7 @@ use crate::zone::serial::StateDir;
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     #[error("{0}")]
-    Config(#[from] ConfigError),
+    Config(#[from] InputError),
     #[error("state_dir {dir}: {source}")]
     State { dir: String, source: std::io::Error },
     #[error("server.metrics {addr}: cannot listen: {source}")]
@@ -198,11 +199,11 @@ pub async fn run(config: Config, sockets: DnsSockets, shutdown: CancellationToke
 /// The embedded example config, materialised in a scratch directory
 /// (`$TMPDIR/srvd-example`) so that its registry can be edited with srvctl.
 /// Existing files there (an edited registry) are kept.
-pub fn example_config() -> Result<Config, ConfigError> {
+pub fn example_config() -> Result<Config, InputError> {
     use crate::input::config::{EXAMPLE_CONFIG, EXAMPLE_REGISTRY, EXAMPLE_ZONE_FILE};
     let dir = std::env::temp_dir().join("srvd-example");
     let path = dir.join("example.toml");
-    let io = |e: std::io::Error| ConfigError::new(&dir, "-", format!("cannot prepare the example directory: {e}"));
+    let io = |e: std::io::Error| InputError::new(&dir, "-", format!("cannot prepare the example directory: {e}"));
     std::fs::create_dir_all(&dir).map_err(io)?;
     std::fs::write(&path, EXAMPLE_CONFIG).map_err(io)?;
     std::fs::write(dir.join("example.zone"), EXAMPLE_ZONE_FILE).map_err(io)?;

@@ -1,14 +1,15 @@
 //! Config, registry and zone file validation: every bad input is rejected
 //! with the file, the key and the reason.
 
+use srvd::input::error::InputError;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use srvd::input::config::{Config, ConfigError, EXAMPLE_CONFIG, EXAMPLE_REGISTRY};
+use srvd::input::config::{Config, EXAMPLE_CONFIG, EXAMPLE_REGISTRY};
 use srvd::input::registry::Registry;
 use srvd::zone::publish::Inputs;
 
-fn parse(text: &str) -> Result<Config, ConfigError> {
+fn parse(text: &str) -> Result<Config, InputError> {
     Config::parse(text, Path::new("/etc/srvd/srvd.toml"), Path::new("/etc/srvd"))
 }
 
@@ -16,12 +17,12 @@ fn example() -> Config {
     parse(EXAMPLE_CONFIG).unwrap()
 }
 
-fn reg(text: &str) -> Result<Registry, ConfigError> {
+fn reg(text: &str) -> Result<Registry, InputError> {
     Registry::parse(text, Path::new("/var/lib/srvd/masters.toml"), &example())
 }
 
 #[track_caller]
-fn assert_err(r: Result<impl std::fmt::Debug, ConfigError>, file: &str, key: &str, reason: &str) {
+fn assert_err(r: Result<impl std::fmt::Debug, InputError>, file: &str, key: &str, reason: &str) {
     let e = r.expect_err("must be rejected");
     assert_eq!(e.file, file, "{e}");
     assert!(e.key.starts_with(key), "key {:?} should start with {key:?}: {e}", e.key);
@@ -206,7 +207,7 @@ fn write_setup(zone: &str, registry: &str) -> (tempfile::TempDir, PathBuf) {
     (dir, p)
 }
 
-fn load(zone: &str, registry: &str) -> Result<Inputs, ConfigError> {
+fn load(zone: &str, registry: &str) -> Result<Inputs, InputError> {
     let (_d, p) = write_setup(zone, registry);
     Inputs::load(Config::load(&p)?)
 }
@@ -221,18 +222,19 @@ fn zone_file_errors_name_the_line() {
     assert_eq!(i.statics[3].record.name.to_string(), "multi.puppet.example.test.");
 
     let cases = [
-        ("ns1 IN A 127.0.0.1\n@ IN SOA ns1 h 1 2 3 4 5\n", "zone.file line 2", "SOA comes from [zone]"),
-        ("\n\n@ IN NS ns2.example.com.\n", "zone.file line 3", "apex NS"),
-        ("_x-puppet._tcp.dc1 IN SRV 0 0 8140 x.example.com.\n", "zone.file line 1", "name srvd publishes"),
-        ("_x-puppet-ca._tcp IN TXT \"x\"\n", "zone.file line 1", "name srvd publishes"),
-        ("ns1 IN A 127.0.0.1\nbad IN A not-an-ip\n", "zone.file line 2", ""),
-        ("www.example.com. IN A 127.0.0.1\n", "zone.file line 1", "outside the zone"),
-        ("$INCLUDE other.zone\n", "zone.file line 1", "not supported"),
+        ("ns1 IN A 127.0.0.1\n@ IN SOA ns1 h 1 2 3 4 5\n", ("zone.file", 2), "SOA comes from [zone]"),
+        ("\n\n@ IN NS ns2.example.com.\n", ("zone.file", 3), "apex NS"),
+        ("_x-puppet._tcp.dc1 IN SRV 0 0 8140 x.example.com.\n", ("zone.file", 1), "name srvd publishes"),
+        ("_x-puppet-ca._tcp IN TXT \"x\"\n", ("zone.file", 1), "name srvd publishes"),
+        ("ns1 IN A 127.0.0.1\nbad IN A not-an-ip\n", ("zone.file", 2), ""),
+        ("www.example.com. IN A 127.0.0.1\n", ("zone.file", 1), "outside the zone"),
+        ("$INCLUDE other.zone\n", ("zone.file", 1), "not supported"),
     ];
-    for (zone, key, reason) in cases {
+    for (zone, (key, line), reason) in cases {
         let e = load(zone, "").map(|_| ()).unwrap_err();
         assert!(e.file.ends_with("z.zone"), "{e}");
-        assert_eq!(e.key, key, "{zone:?}: {e}");
+        assert_eq!((e.key.as_str(), e.line), (key, Some(line)), "{zone:?}: {e}");
+        assert!(e.to_string().contains(&format!("zone.file (line {line}): ")), "{e}");
         assert!(e.reason.contains(reason), "{zone:?}: {e}");
     }
 }

@@ -1,11 +1,12 @@
 //! The srvd daemon: parse arguments, set up logging, run.
 
+use srvd::input::error::InputError;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
 use srvd::dns::server::DnsSockets;
-use srvd::input::config::{self, Config};
+use srvd::input::config::Config;
 use tokio_util::sync::CancellationToken;
 
 /// Authoritative DNS for Puppet SRV records, with health-checked failover.
@@ -71,7 +72,7 @@ fn main() -> ExitCode {
 /// After the stop, how long blocking jobs still running may delay the exit.
 const EXIT_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
-fn load(args: &Args) -> Result<Config, config::ConfigError> {
+fn load(args: &Args) -> Result<Config, InputError> {
     match &args.config {
         Some(p) => Config::load(p),
         None => srvd::daemon::example_config(),

@@ -119,19 +119,22 @@ pub struct Failure {
     pub file: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+    /// The line of `file` at fault, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
 
 impl Failure {
     pub fn new(message: impl Into<String>) -> Failure {
-        Failure { message: message.into(), file: None, key: None, reason: None }
+        Failure { message: message.into(), file: None, key: None, line: None, reason: None }
     }
 }
 
-impl From<crate::input::config::ConfigError> for Failure {
-    fn from(e: crate::input::config::ConfigError) -> Failure {
-        Failure { message: e.to_string(), file: Some(e.file), key: Some(e.key), reason: Some(e.reason) }
+impl From<crate::input::error::InputError> for Failure {
+    fn from(e: crate::input::error::InputError) -> Failure {
+        Failure { message: e.to_string(), file: Some(e.file), key: Some(e.key), line: e.line, reason: Some(e.reason) }
     }
 }
 

@@ -18,7 +18,8 @@ use hickory_proto::op::{Message, MessageType};
 use crate::dns::served::Served;
 use crate::dns::{self, MAX_UDP_PAYLOAD, Transport};
 use crate::health::HealthStates;
-use crate::input::config::{Config, ConfigError, EXAMPLE_CONFIG, EXAMPLE_REGISTRY, EXAMPLE_ZONE_FILE};
+use crate::input::config::{Config, EXAMPLE_CONFIG, EXAMPLE_REGISTRY, EXAMPLE_ZONE_FILE};
+use crate::input::error::InputError;
 use crate::input::registry::Registry;
 use crate::zone::publish::{Inputs, Publisher};
 
@@ -32,7 +33,7 @@ pub const KEYED_SECONDARY: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
     #[error(transparent)]
-    Config(#[from] ConfigError),
+    Config(#[from] InputError),
     #[error("publishing the example snapshot: {0}")]
     Publish(#[from] std::io::Error),
 }

@@ -10,6 +10,7 @@ use hickory_proto::rr::Name;
 use hickory_proto::rr::rdata::tsig::TsigAlgorithm;
 use serde::Deserialize;
 
+use crate::input::error::InputError;
 use crate::input::names::{self, parse_duration};
 use crate::input::tls::ClientTls;
 
@@ -19,21 +20,6 @@ pub const EXAMPLE_CONFIG: &str = include_str!("../../zones/example.toml");
 pub const EXAMPLE_REGISTRY: &str = include_str!("../../zones/example-masters.toml");
 /// The static zone file that goes with [`EXAMPLE_CONFIG`].
 pub const EXAMPLE_ZONE_FILE: &str = include_str!("../../zones/example.zone");
-
-/// A configuration error: which file, which key, and why.
-#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
-#[error("{file}: {key}: {reason}")]
-pub struct ConfigError {
-    pub file: String,
-    pub key: String,
-    pub reason: String,
-}
-
-impl ConfigError {
-    pub fn new(file: &Path, key: impl Into<String>, reason: impl Into<String>) -> Self {
-        ConfigError { file: file.display().to_string(), key: key.into(), reason: reason.into() }
-    }
-}
 
 // ---------------------------------------------------------------------------
 // The file as written.
@@ -342,14 +328,14 @@ pub struct Config {
 impl Config {
     /// Reads and validates a config file. Relative paths inside it are taken
     /// relative to the file's directory.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::new(path, "-", format!("cannot read: {e}")))?;
+    pub fn load(path: &Path) -> Result<Config, InputError> {
+        let text = std::fs::read_to_string(path).map_err(|e| InputError::new(path, "-", format!("cannot read: {e}")))?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         Config::parse(&text, path, &base)
     }
 
     /// Parses config text; `file` is used in errors, `base` resolves relative paths.
-    pub fn parse(text: &str, file: &Path, base: &Path) -> Result<Config, ConfigError> {
+    pub fn parse(text: &str, file: &Path, base: &Path) -> Result<Config, InputError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| toml_error(file, text, &e))?;
         validate(raw, file, base)
     }
@@ -386,19 +372,19 @@ impl Config {
 /// Turns a toml/serde error into file + key + reason. The key is worked out
 /// from the error's position: the enclosing `[table]` and the key on that
 /// line, plus the line number ("site[1].name (line 12)").
-pub fn toml_error(file: &Path, text: &str, e: &toml::de::Error) -> ConfigError {
+pub fn toml_error(file: &Path, text: &str, e: &toml::de::Error) -> InputError {
     let msg = e.message().trim().to_string();
     let Some(span) = e.span() else {
-        return ConfigError::new(file, "-", msg);
+        return InputError::new(file, "-", msg);
     };
     let start = span.start.min(text.len());
-    let line_no = text[..start].matches('\n').count() + 1;
-    let line = text.lines().nth(line_no - 1).unwrap_or("");
+    let line_no = text.get(..start).unwrap_or(text).matches('\n').count() + 1;
+    let line = text.lines().nth(line_no.saturating_sub(1)).unwrap_or("");
     // Which table: the last header before the error, counting array entries.
     let mut table = String::new();
     let mut counts: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     let upto = text.char_indices().filter(|(_, c)| *c == '\n').map(|(i, _)| i).find(|i| *i >= start).unwrap_or(text.len());
-    for l in text[..upto].lines() {
+    for l in text.get(..upto).unwrap_or(text).lines() {
         let t = l.trim();
         if let Some(h) = t.strip_prefix("[[").and_then(|r| r.split("]]").next()) {
             let h = h.trim().to_string();
@@ -417,16 +403,16 @@ pub fn toml_error(file: &Path, text: &str, e: &toml::de::Error) -> ConfigError {
         table.clear(); // the error is about the whole document
     }
     let full = match (table.is_empty(), key) {
-        (false, Some(k)) => format!("{table}.{k} (line {line_no})"),
-        (true, Some(k)) => format!("{k} (line {line_no})"),
-        (false, None) => format!("{table} (line {line_no})"),
-        (true, None) => format!("line {line_no}"),
+        (false, Some(k)) => format!("{table}.{k}"),
+        (true, Some(k)) => k,
+        (false, None) => table,
+        (true, None) => String::new(),
     };
-    ConfigError::new(file, full, msg)
+    InputError::new(file, full, msg).at_line(line_no)
 }
 
-fn validate(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, ConfigError> {
-    let err = |key: &str, reason: String| ConfigError::new(file, key, reason);
+fn validate(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, InputError> {
+    let err = |key: &str, reason: String| InputError::new(file, key, reason);
     let resolve = |p: PathBuf| if p.is_relative() { base.join(p) } else { p };
 
     // [zone]
@@ -487,7 +473,7 @@ fn validate(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, ConfigEr
 
     // [health]
     let d = HealthConfig::default();
-    let dur = |key: &str, v: Option<String>, default: Duration| -> Result<Duration, ConfigError> {
+    let dur = |key: &str, v: Option<String>, default: Duration| -> Result<Duration, InputError> {
         match v {
             None => Ok(default),
             Some(s) => {
@@ -514,7 +500,7 @@ fn validate(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, ConfigEr
         (raw.health.ca_file.map(resolve), raw.health.cert_file.map(resolve), raw.health.key_file.map(resolve));
     // The checker's TLS material, read once: files readable, PEM valid, CA
     // usable, key matching the certificate.
-    let tls = ClientTls::load_paths(&ca_file, &cert_file, &key_file).map_err(|e| ConfigError::new(file, e.key, e.reason))?;
+    let tls = ClientTls::load_paths(&ca_file, &cert_file, &key_file).map_err(|e| InputError::new(file, e.key, e.reason))?;
     let health = HealthConfig { interval, fast_interval, timeout, rise, fall, ca_file, cert_file, key_file, tls };
 
     // [[site]]
@@ -588,9 +574,9 @@ fn validate(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, ConfigEr
 
 /// `[[tsig_key]]` and `[[secondary]]`: zone transfers and NOTIFY.
 /// The `[server] tcp_*` keys; durations must be more than zero, counts at least 1.
-fn validate_tcp(raw: &RawServer, err: &dyn Fn(&str, String) -> ConfigError) -> Result<TcpLimits, ConfigError> {
+fn validate_tcp(raw: &RawServer, err: &dyn Fn(&str, String) -> InputError) -> Result<TcpLimits, InputError> {
     let d = TcpLimits::default();
-    let dur = |key: &str, v: &Option<String>, default: Duration| -> Result<Duration, ConfigError> {
+    let dur = |key: &str, v: &Option<String>, default: Duration| -> Result<Duration, InputError> {
         match v {
             None => Ok(default),
             Some(s) => {
@@ -626,8 +612,8 @@ fn validate_xfr(
     raw_keys: Vec<RawTsigKey>,
     raw_secondaries: Vec<RawSecondary>,
     file: &Path,
-) -> Result<(Vec<TsigKey>, Vec<Secondary>), ConfigError> {
-    let err = |key: String, reason: String| ConfigError::new(file, key, reason);
+) -> Result<(Vec<TsigKey>, Vec<Secondary>), InputError> {
+    let err = |key: String, reason: String| InputError::new(file, key, reason);
     let mut keys: Vec<TsigKey> = Vec::new();
     for (i, k) in raw_keys.into_iter().enumerate() {
         let name = names::parse_absolute(&k.name).map_err(|r| err(format!("tsig_key[{i}].name"), format!("{:?}: {r}", k.name)))?;

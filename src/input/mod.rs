@@ -5,6 +5,7 @@
 //! atomic file writes (`fsutil`). Nothing here imports another layer.
 
 pub mod config;
+pub mod error;
 pub mod fsutil;
 pub mod names;
 pub mod regedit;

@@ -11,7 +11,8 @@ use std::str::FromStr;
 use hickory_proto::rr::Name;
 use serde::{Deserialize, Serialize};
 
-use crate::input::config::{Config, ConfigError, toml_error};
+use crate::input::config::{Config, toml_error};
+use crate::input::error::InputError;
 use crate::input::names;
 
 /// A service a master offers; each maps to one SRV name.
@@ -193,8 +194,8 @@ pub fn read_text(path: &Path) -> std::io::Result<Option<String>> {
 impl Registry {
     /// Reads and validates a registry file, returning the text it parsed too
     /// (srvctl compares it with the file to notice hand edits).
-    pub fn load(path: &Path, config: &Config) -> Result<(Registry, Option<String>), ConfigError> {
-        let text = read_text(path).map_err(|e| ConfigError::new(path, "-", format!("cannot read: {e}")))?;
+    pub fn load(path: &Path, config: &Config) -> Result<(Registry, Option<String>), InputError> {
+        let text = read_text(path).map_err(|e| InputError::new(path, "-", format!("cannot read: {e}")))?;
         if text.is_none() {
             tracing::warn!(file = %path.display(), "registry file does not exist: no masters yet (srvctl add-master creates it)");
         }
@@ -202,15 +203,15 @@ impl Registry {
         Ok((registry, text))
     }
 
-    pub fn parse(text: &str, file: &Path, config: &Config) -> Result<Registry, ConfigError> {
+    pub fn parse(text: &str, file: &Path, config: &Config) -> Result<Registry, InputError> {
         let raw: RawRegistry = toml::from_str(text).map_err(|e| toml_error(file, text, &e))?;
         let mut masters = Vec::new();
         let mut seen = HashSet::new();
         for (i, m) in raw.master.into_iter().enumerate() {
             let prefix = format!("master[{i}]");
-            let master = validate_master(m, config).map_err(|(k, r)| ConfigError::new(file, format!("{prefix}.{k}"), r))?;
+            let master = validate_master(m, config).map_err(|(k, r)| InputError::new(file, format!("{prefix}.{k}"), r))?;
             if !seen.insert(master.key()) {
-                return Err(ConfigError::new(file, format!("{prefix}.host"), format!("duplicate master {}", master.key())));
+                return Err(InputError::new(file, format!("{prefix}.host"), format!("duplicate master {}", master.key())));
             }
             masters.push(master);
         }

@@ -9,7 +9,7 @@ use std::path::Path;
 use hickory_proto::rr::{Name, Record, RecordType};
 use hickory_proto::serialize::txt::Parser;
 
-use crate::input::config::ConfigError;
+use crate::input::error::InputError;
 
 /// A static record and the line of the zone file it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,8 +20,8 @@ pub struct StaticRecord {
 
 /// Reads and parses a zone file for `origin`, with `default_ttl` for records
 /// without one.
-pub fn load(path: &Path, origin: &Name, default_ttl: u32) -> Result<Vec<StaticRecord>, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::new(path, "zone.file", format!("cannot read: {e}")))?;
+pub fn load(path: &Path, origin: &Name, default_ttl: u32) -> Result<Vec<StaticRecord>, InputError> {
+    let text = std::fs::read_to_string(path).map_err(|e| InputError::new(path, "zone.file", format!("cannot read: {e}")))?;
     parse(&text, path, origin, default_ttl)
 }
 
@@ -73,8 +73,8 @@ fn entries(text: &str) -> Vec<(usize, String)> {
     out
 }
 
-pub fn parse(text: &str, path: &Path, origin: &Name, default_ttl: u32) -> Result<Vec<StaticRecord>, ConfigError> {
-    let err = |line: usize, reason: String| ConfigError::new(path, format!("zone.file line {line}"), reason);
+pub fn parse(text: &str, path: &Path, origin: &Name, default_ttl: u32) -> Result<Vec<StaticRecord>, InputError> {
+    let err = |line: usize, reason: String| InputError::new(path, "zone.file", reason).at_line(line);
     let mut cur_origin = origin.clone();
     let mut ttl = default_ttl;
     let mut last_owner: Option<Name> = None;
@@ -122,18 +122,18 @@ pub fn parse(text: &str, path: &Path, origin: &Name, default_ttl: u32) -> Result
 
 /// Checks static records against the names srvd computes itself: no SOA,
 /// no apex NS, nothing on a name srvd publishes.
-pub fn check_conflicts(records: &[StaticRecord], path: &Path, origin: &Name, published: &[Name]) -> Result<(), ConfigError> {
+pub fn check_conflicts(records: &[StaticRecord], path: &Path, origin: &Name, published: &[Name]) -> Result<(), InputError> {
     for s in records {
         let r = &s.record;
-        let key = format!("zone.file line {}", s.line);
+        let err = |reason: String| InputError::new(path, "zone.file", reason).at_line(s.line);
         if r.record_type() == RecordType::SOA {
-            return Err(ConfigError::new(path, key, "the SOA comes from [zone]; remove it from the zone file".to_string()));
+            return Err(err("the SOA comes from [zone]; remove it from the zone file".to_string()));
         }
         if r.record_type() == RecordType::NS && &r.name == origin {
-            return Err(ConfigError::new(path, key, "the apex NS comes from zone.nameservers; remove it from the zone file".to_string()));
+            return Err(err("the apex NS comes from zone.nameservers; remove it from the zone file".to_string()));
         }
         if published.iter().any(|p| p == &r.name) {
-            return Err(ConfigError::new(path, key, format!("{} is a name srvd publishes", r.name)));
+            return Err(err(format!("{} is a name srvd publishes", r.name)));
         }
     }
     Ok(())

@@ -17,7 +17,8 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
 use crate::health::{Health, HealthStates, Verdict, health_of};
-use crate::input::config::{Config, ConfigError};
+use crate::input::config::Config;
+use crate::input::error::InputError;
 use crate::input::registry::Registry;
 use crate::input::registry::{MasterKey, Role};
 use crate::input::zonefile::{self, StaticRecord};
@@ -38,7 +39,7 @@ pub struct Inputs {
 
 impl Inputs {
     /// Loads config, zone file and registry, checking them against each other.
-    pub fn load(config: Config) -> Result<Inputs, ConfigError> {
+    pub fn load(config: Config) -> Result<Inputs, InputError> {
         let statics = match &config.zone.file {
             Some(p) => zonefile::load(p, &config.zone.origin, config.zone.ttl)?,
             None => vec![],
@@ -50,7 +51,7 @@ impl Inputs {
     }
 
     /// Cross-checks already parsed parts.
-    pub fn assemble(config: Config, statics: Vec<StaticRecord>, registry: Registry) -> Result<Inputs, ConfigError> {
+    pub fn assemble(config: Config, statics: Vec<StaticRecord>, registry: Registry) -> Result<Inputs, InputError> {
         if let Some(p) = &config.zone.file {
             zonefile::check_conflicts(&statics, p, &config.zone.origin, &zone::published_names(&config))?;
         }
@@ -84,10 +85,10 @@ pub fn lame_nameservers(config: &Config, statics: &[StaticRecord], registry: &Re
 }
 
 /// An in-zone master must not also be defined in the zone file.
-pub fn check_registry_against_statics(config: &Config, statics: &[StaticRecord], registry: &Registry) -> Result<(), ConfigError> {
+pub fn check_registry_against_statics(config: &Config, statics: &[StaticRecord], registry: &Registry) -> Result<(), InputError> {
     for (i, m) in registry.masters.iter().enumerate() {
         if let Some(s) = statics.iter().find(|s| s.record.name == m.host && config.zone.origin.zone_of(&m.host)) {
-            return Err(ConfigError::new(
+            return Err(InputError::new(
                 &config.server.registry,
                 format!("master[{i}].host"),
                 format!(
