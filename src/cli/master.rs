@@ -35,7 +35,7 @@ pub struct AddArgs {
     pub timeout: std::time::Duration,
 }
 
-fn parse_timeout(s: &str) -> Result<std::time::Duration, String> {
+fn parse_timeout(s: &str) -> Result<std::time::Duration, crate::input::names::ParseError> {
     crate::input::names::parse_duration(s)
 }
 

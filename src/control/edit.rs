@@ -342,7 +342,7 @@ fn new_master(a: &AddMaster, config: &Config, registry: &Registry) -> Result<Mas
         drained: None,
         check: a.check.clone(),
     };
-    let m = validate_master(raw, config).map_err(|(key, reason)| refused(format!("{key}: {reason}")))?;
+    let m = validate_master(raw, config).map_err(|e| refused(e.to_string()))?;
     if let Some(old) = registry.get(&m.key()) {
         return Err(refused(format!(
             "master {} already exists (site {}); use set-weight, drain or remove-master to change it",

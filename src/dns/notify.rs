@@ -91,6 +91,27 @@ async fn notify_until_acked(snap: Arc<Snapshot>, sec: Secondary, key: Option<Tsi
     }
 }
 
+/// Why a NOTIFY was not acknowledged.
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyError {
+    #[error("cannot sign: {0}")]
+    Sign(hickory_proto::ProtoError),
+    #[error("cannot encode: {0}")]
+    Encode(hickory_proto::ProtoError),
+    #[error("cannot bind {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot send: {0}")]
+    Send(std::io::Error),
+    #[error("receive: {0}")]
+    Receive(std::io::Error),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("answered {0}")]
+    Rcode(ResponseCode),
+    #[error("bad TSIG on the answer: {0}")]
+    Tsig(tsig::VerifyError),
+}
+
 /// Sends one NOTIFY and waits up to `wait` for its answer.
 pub async fn notify_once(
     snap: &Snapshot,
@@ -98,7 +119,7 @@ pub async fn notify_once(
     key: Option<&TsigKey>,
     source: SocketAddr,
     wait: Duration,
-) -> Result<(), String> {
+) -> Result<(), NotifyError> {
     let id: u16 = rand::random();
     let mut msg = Message::new(id, MessageType::Query, OpCode::Notify);
     msg.metadata.authoritative = true;
@@ -108,33 +129,34 @@ pub async fn notify_once(
     msg.add_answer(snap.soa.clone());
     let (bytes, request_mac) = match key {
         Some(k) => {
-            let (b, mac) = tsig::sign_request(k, &mut msg, tsig::now()).map_err(|e| format!("cannot sign: {e}"))?;
+            let (b, mac) = tsig::sign_request(k, &mut msg, tsig::now()).map_err(NotifyError::Sign)?;
             (b, Some(mac))
         }
-        None => (msg.to_vec().map_err(|e| format!("cannot encode: {e}"))?, None),
+        None => (msg.to_vec().map_err(NotifyError::Encode)?, None),
     };
-    let sock = UdpSocket::bind(source).await.map_err(|e| format!("cannot bind {source}: {e}"))?;
-    sock.send_to(&bytes, target).await.map_err(|e| format!("cannot send: {e}"))?;
+    let sock = UdpSocket::bind(source).await.map_err(|e| NotifyError::Bind { addr: source, source: e })?;
+    sock.send_to(&bytes, target).await.map_err(NotifyError::Send)?;
     let mut buf = vec![0u8; 4096];
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         let (n, from) = match tokio::time::timeout_at(deadline, sock.recv_from(&mut buf)).await {
-            Err(_) => return Err(format!("no answer within {wait:?}")),
-            Ok(Err(e)) => return Err(format!("receive: {e}")),
+            Err(_) => return Err(NotifyError::Timeout(wait)),
+            Ok(Err(e)) => return Err(NotifyError::Receive(e)),
             Ok(Ok(x)) => x,
         };
         if from != target {
             continue;
         }
-        let Ok(resp) = Message::from_vec(&buf[..n]) else { continue };
+        let Some(raw) = buf.get(..n) else { continue };
+        let Ok(resp) = Message::from_vec(raw) else { continue };
         if resp.metadata.id != id || resp.metadata.message_type != MessageType::Response || resp.metadata.op_code != OpCode::Notify {
             continue;
         }
         if resp.metadata.response_code != ResponseCode::NoError {
-            return Err(format!("answered {}", resp.metadata.response_code));
+            return Err(NotifyError::Rcode(resp.metadata.response_code));
         }
         if let (Some(k), Some(mac)) = (key, &request_mac) {
-            tsig::verify_response(k, &buf[..n], mac, tsig::now()).map_err(|e| format!("bad TSIG on the answer: {e}"))?;
+            tsig::verify_response(k, raw, mac, tsig::now()).map_err(NotifyError::Tsig)?;
         }
         return Ok(());
     }

@@ -213,11 +213,22 @@ pub fn sign_request(key: &TsigKey, msg: &mut Message, now: u64) -> Result<(Vec<u
     Ok((msg.to_vec()?, mac))
 }
 
+/// Why the TSIG of a response was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// Missing, malformed, or a MAC that does not match.
+    #[error("{0}")]
+    Mac(hickory_proto::dnssec::DnsSecError),
+    /// Signed too long ago or in the future.
+    #[error("TSIG time outside the fudge window")]
+    Time,
+}
+
 /// Verifies the TSIG of a response to a request signed with `key`.
-pub fn verify_response(key: &TsigKey, raw: &[u8], request_mac: &[u8], now: u64) -> Result<(), String> {
-    let (_, _, range) = signer(key).verify_message_byte(raw, Some(request_mac), true).map_err(|e| e.to_string())?;
+pub fn verify_response(key: &TsigKey, raw: &[u8], request_mac: &[u8], now: u64) -> Result<(), VerifyError> {
+    let (_, _, range) = signer(key).verify_message_byte(raw, Some(request_mac), true).map_err(VerifyError::Mac)?;
     if now < range.start || now > range.end {
-        return Err("TSIG time outside the fudge window".into());
+        return Err(VerifyError::Time);
     }
     Ok(())
 }

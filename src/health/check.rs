@@ -141,7 +141,6 @@ impl CheckFactory for NetworkChecks {
                         .tcp_nodelay(true)
                         .user_agent(concat!("srvd/", env!("CARGO_PKG_VERSION"), " health-check"))
                         .build()
-                        .map_err(|e| e.to_string())
                 });
                 let url = format!("https://{host}:{}{path}", master.port);
                 Box::new(HttpsCheck { client: make_client(), make_client, url, probe, host })
@@ -223,10 +222,10 @@ impl Check for TcpCheck {
 }
 
 /// Builds a fresh HTTPS client (and so a fresh connection pool).
-type ClientMaker = Box<dyn Fn() -> Result<reqwest::Client, String> + Send + Sync>;
+type ClientMaker = Box<dyn Fn() -> Result<reqwest::Client, reqwest::Error> + Send + Sync>;
 
 struct HttpsCheck {
-    client: Result<reqwest::Client, String>,
+    client: Result<reqwest::Client, reqwest::Error>,
     /// After a failed check the pool is dropped: the next check opens a new
     /// connection instead of reusing one the master may have given up on
     /// (e.g. after a TLS 1.3 post-handshake alert).

@@ -55,14 +55,14 @@ impl fmt::Display for Role {
 }
 
 impl FromStr for Role {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Role, String> {
+    type Err = crate::input::names::ParseError;
+    fn from_str(s: &str) -> Result<Role, Self::Err> {
         match s {
             "puppet" => Ok(Role::Puppet),
             "ca" => Ok(Role::Ca),
             "report" => Ok(Role::Report),
             "fileserver" => Ok(Role::Fileserver),
-            o => Err(format!("unknown role {o:?} (known: puppet, ca, report, fileserver)")),
+            o => Err(format!("unknown role {o:?} (known: puppet, ca, report, fileserver)").into()),
         }
     }
 }
@@ -77,12 +77,12 @@ pub enum CheckKind {
 }
 
 impl FromStr for CheckKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<CheckKind, String> {
+    type Err = crate::input::names::ParseError;
+    fn from_str(s: &str) -> Result<CheckKind, Self::Err> {
         match s {
             "https" => Ok(CheckKind::Https),
             "tcp" => Ok(CheckKind::Tcp),
-            o => Err(format!("unknown check {o:?} (known: https, tcp)")),
+            o => Err(format!("unknown check {o:?} (known: https, tcp)").into()),
         }
     }
 }
@@ -209,7 +209,7 @@ impl Registry {
         let mut seen = HashSet::new();
         for (i, m) in raw.master.into_iter().enumerate() {
             let prefix = format!("master[{i}]");
-            let master = validate_master(m, config).map_err(|(k, r)| InputError::new(file, format!("{prefix}.{k}"), r))?;
+            let master = validate_master(m, config).map_err(|e| InputError::new(file, format!("{prefix}.{}", e.key), e.reason))?;
             if !seen.insert(master.key()) {
                 return Err(InputError::new(file, format!("{prefix}.host"), format!("duplicate master {}", master.key())));
             }
@@ -241,38 +241,51 @@ pub fn split_host_port(spec: &str) -> (&str, Option<u16>) {
     }
 }
 
-/// Validates one master against the config. Errors are (key, reason).
-pub fn validate_master(m: RawMaster, config: &Config) -> Result<Master, (&'static str, String)> {
-    let host = names::parse_absolute(&m.host).map_err(|r| ("host", format!("{:?}: {r}", m.host)))?;
+/// A field of a master that is refused: which key, and why. The caller
+/// adds where the master is (`master[2].` in a file, the flag in srvctl).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {reason}")]
+pub struct FieldError {
+    pub key: &'static str,
+    pub reason: String,
+}
+
+fn field(key: &'static str, reason: impl Into<String>) -> FieldError {
+    FieldError { key, reason: reason.into() }
+}
+
+/// Validates one master against the config.
+pub fn validate_master(m: RawMaster, config: &Config) -> Result<Master, FieldError> {
+    let host = names::parse_absolute(&m.host).map_err(|r| field("host", format!("{:?}: {r}", m.host)))?;
     let site = m.site.to_ascii_lowercase();
     if config.site(&site).is_none() {
         let known: Vec<&str> = config.site_names().collect();
-        return Err(("site", format!("unknown site {:?} (known: {})", m.site, known.join(", "))));
+        return Err(field("site", format!("unknown site {:?} (known: {})", m.site, known.join(", "))));
     }
     let port = m.port.unwrap_or(DEFAULT_PORT as i64);
     if !(1..=65535).contains(&port) {
-        return Err(("port", format!("{port} is not in 1..=65535")));
+        return Err(field("port", format!("{port} is not in 1..=65535")));
     }
     let mut roles = Vec::new();
     for r in m.roles.unwrap_or_else(|| vec!["puppet".into()]) {
-        let role: Role = r.parse().map_err(|e| ("roles", e))?;
+        let role = r.parse::<Role>().map_err(|e| field("roles", e.0))?;
         if !roles.contains(&role) {
             roles.push(role);
         }
     }
     if roles.is_empty() {
-        return Err(("roles", "a master needs at least one role".into()));
+        return Err(field("roles", "a master needs at least one role"));
     }
     roles.sort();
     let weight = m.weight.unwrap_or(DEFAULT_WEIGHT as i64);
     if !(0..=65535).contains(&weight) {
-        return Err(("weight", format!("{weight} is not in 0..=65535")));
+        return Err(field("weight", format!("{weight} is not in 0..=65535")));
     }
     let mut addresses = Vec::new();
     for a in m.addresses.unwrap_or_default() {
-        let ip: IpAddr = a.parse().map_err(|_| ("addresses", format!("{a:?} is not an IP address")))?;
+        let ip: IpAddr = a.parse().map_err(|_| field("addresses", format!("{a:?} is not an IP address")))?;
         if ip.is_unspecified() || ip.is_multicast() {
-            return Err(("addresses", format!("{a} cannot be a master's address")));
+            return Err(field("addresses", format!("{a} cannot be a master's address")));
         }
         if !addresses.contains(&ip) {
             addresses.push(ip);
@@ -281,15 +294,15 @@ pub fn validate_master(m: RawMaster, config: &Config) -> Result<Master, (&'stati
     let origin = &config.zone.origin;
     if origin.zone_of(&host) {
         if addresses.is_empty() {
-            return Err(("addresses", format!("{} is inside the zone {origin}, so srvd serves its address: give addresses", m.host)));
+            return Err(field("addresses", format!("{} is inside the zone {origin}, so srvd serves its address: give addresses", m.host)));
         }
         if let Some(reason) = in_zone_conflict(&host, config) {
-            return Err(("host", format!("{}: {reason}", m.host)));
+            return Err(field("host", format!("{}: {reason}", m.host)));
         }
     }
     let check = match m.check {
         None => CheckKind::default(),
-        Some(c) => c.parse().map_err(|e| ("check", e))?,
+        Some(c) => c.parse::<CheckKind>().map_err(|e| field("check", e.0))?,
     };
     Ok(Master { host, site, port: port as u16, roles, weight: weight as u16, addresses, drained: m.drained.unwrap_or(false), check })
 }
