@@ -76,7 +76,7 @@ fn reported_crash_tsig_with_long_names_is_answered() {
     for p in reported_crash_packets() {
         assert!(fuzzing::fuzz_one(&snap, &p) > 0, "the packet is answered");
         // UDP: NOTAUTH (BADKEY), within 512 bytes.
-        let reply = srvd::dns::resolve(&snap, &p, srvd::dns::Transport::Udp).unwrap();
+        let reply = srvd::dns::reply(&snap, &p, srvd::dns::Transport::Udp).unwrap();
         let bytes = srvd::dns::encode(&reply);
         assert!(bytes.len() <= 512);
         let m = hickory_proto::op::Message::from_vec(&bytes).unwrap();
@@ -97,9 +97,9 @@ fn encode_stays_within_any_limit() {
     big.extend(opt(4096, 0, &[], 0));
     reqs.push(big);
     for req in &reqs {
-        let full = dns::resolve(&snap, req, Transport::Tcp).unwrap();
+        let full = dns::reply(&snap, req, Transport::Tcp).unwrap();
         for limit in [0, 5, 12, 13, 30, 60, 100, 200, 300, 400, 512, 700, 1232, 4096, 65535, 1 << 20] {
-            let mut r = dns::resolve(&snap, req, Transport::Tcp).unwrap();
+            let mut r = dns::reply(&snap, req, Transport::Tcp).unwrap();
             r.limit = limit;
             let bytes = dns::encode(&r);
             assert!(bytes.len() <= limit.clamp(12, 65535), "limit {limit}: {} bytes", bytes.len());

@@ -19,7 +19,7 @@ fn refused(msg: impl Into<String>) -> Failure {
 }
 
 /// Finds the one master `spec` ("host" or "host:port") names; its index in file order.
-pub(super) fn resolve<'r>(registry: &'r Registry, spec: &str) -> Result<(usize, &'r Master), Failure> {
+pub(super) fn find_master<'r>(registry: &'r Registry, spec: &str) -> Result<(usize, &'r Master), Failure> {
     let (host, _) = split_host_port(spec);
     if let Err(r) = crate::input::names::parse_absolute(host) {
         return Err(refused(format!("{spec:?} is not a host name: {r}")));
@@ -88,7 +88,7 @@ impl Control {
                 (m.key(), true)
             }
             Request::RemoveMaster(t) => {
-                let (i, m) = match resolve(&registry, &t.host) {
+                let (i, m) = match find_master(&registry, &t.host) {
                     Ok(x) => x,
                     Err(f) => return Response::Refused(f),
                 };
@@ -102,7 +102,7 @@ impl Control {
             }
             Request::Drain(t) | Request::Undrain(t) => {
                 let want = matches!(req, Request::Drain(_));
-                let (i, m) = match resolve(&registry, &t.host) {
+                let (i, m) = match find_master(&registry, &t.host) {
                     Ok(x) => x,
                     Err(f) => return Response::Refused(f),
                 };
@@ -126,7 +126,7 @@ impl Control {
                 if !(0..=65535).contains(&s.weight) {
                     return Response::Refused(refused(format!("weight {} is not in 0..=65535", s.weight)));
                 }
-                let (i, m) = match resolve(&registry, &s.host) {
+                let (i, m) = match find_master(&registry, &s.host) {
                     Ok(x) => x,
                     Err(f) => return Response::Refused(f),
                 };

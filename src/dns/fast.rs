@@ -7,7 +7,7 @@
 //!
 //! Anything else (missing names, ANY, transfers, odd flags, EDNS options we
 //! would have to echo, a response that would need truncation) returns `None`
-//! and goes through [`crate::dns::resolve`].
+//! and goes through [`crate::dns::reply`].
 
 use std::collections::HashMap;
 
@@ -53,7 +53,7 @@ fn template(snap: &Served, name: &Name, t: RecordType) -> Option<Template> {
     let mut m = Message::new(0, MessageType::Query, OpCode::Query);
     m.add_query(Query::query(name.clone(), t));
     let q = m.to_vec().ok()?;
-    let reply = dns::resolve(snap, &q, Transport::Tcp)?;
+    let reply = dns::reply(snap, &q, Transport::Tcp)?;
     let bytes = dns::encode(&reply);
     // Only NOERROR answers are worth keeping (NODATA included).
     if bytes.len() < 12 || bytes.get(3).is_none_or(|b| b & 0x0f != 0) {

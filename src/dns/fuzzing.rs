@@ -100,7 +100,7 @@ pub fn fuzz_one(snap: &Served, req: &[u8]) -> usize {
                 check_reply(req, &a.bytes, limit, &what);
                 checked += 1;
             }
-            let Some(reply) = dns::resolve_from(snap, req, transport, src) else { continue };
+            let Some(reply) = dns::reply_from(snap, req, transport, src) else { continue };
             assert!(reply.limit <= limit, "{what}: reply limit {} above {limit}", reply.limit);
             check_reply(req, &dns::encode(&reply), limit, &what);
             checked += 1;

@@ -2,7 +2,7 @@
 //! (AA, REFUSED outside the zone, NXDOMAIN/NODATA with SOA, additional A/AAAA
 //! for in-zone targets), EDNS (BADVERS, payload limits) and truncation.
 //!
-//! [`resolve_from`] works out the response to raw query bytes and [`encode`]
+//! [`reply_from`] works out the response to raw query bytes and [`encode`]
 //! turns it into bytes, so the UDP path ([`answer`]), the TCP path
 //! and tests share one implementation.
 
@@ -71,7 +71,7 @@ pub fn answer(snap: &Served, query: &[u8], transport: Transport, src: Option<IpA
         let no_answers = bytes.get(6..8).is_none_or(|c| c == [0, 0]);
         return Some(Answered { bytes, path: Path::Fast, outcome: Outcome::of(ResponseCode::NoError, no_answers), truncated: false });
     }
-    let reply = resolve_from(snap, query, transport, src)?;
+    let reply = reply_from(snap, query, transport, src)?;
     let bytes = encode(&reply);
     let rcode = reply.metadata.map_or(ResponseCode::ServFail, |m| m.response_code);
     let truncated = bytes.get(2).is_some_and(|b| b & 0x02 != 0);
@@ -109,12 +109,12 @@ fn response_edns(req: &Edns) -> Edns {
 
 /// Works out the response to one raw query from an unknown client (no
 /// zone transfers).
-pub fn resolve(snap: &Served, raw: &[u8], transport: Transport) -> Option<Reply> {
-    resolve_from(snap, raw, transport, None)
+pub fn reply(snap: &Served, raw: &[u8], transport: Transport) -> Option<Reply> {
+    reply_from(snap, raw, transport, None)
 }
 
 /// Works out the response to one raw query from `src`.
-pub fn resolve_from(snap: &Served, raw: &[u8], transport: Transport, src: Option<IpAddr>) -> Option<Reply> {
+pub fn reply_from(snap: &Served, raw: &[u8], transport: Transport, src: Option<IpAddr>) -> Option<Reply> {
     let meta = header_metadata(raw)?;
     let msg = match Message::from_vec(raw) {
         Ok(m) => m,
@@ -133,7 +133,7 @@ pub fn resolve_from(snap: &Served, raw: &[u8], transport: Transport, src: Option
             return Some(r);
         }
     };
-    let mut reply = resolve_msg(snap, meta, &msg, transport, src, key.as_ref());
+    let mut reply = reply_msg(snap, meta, &msg, transport, src, key.as_ref());
     reply.tsig = signer;
     Some(reply)
 }
@@ -148,7 +148,7 @@ fn limit_of(msg: &Message, transport: Transport) -> usize {
     }
 }
 
-fn resolve_msg(snap: &Served, meta: Metadata, msg: &Message, transport: Transport, src: Option<IpAddr>, key: Option<&Name>) -> Reply {
+fn reply_msg(snap: &Served, meta: Metadata, msg: &Message, transport: Transport, src: Option<IpAddr>, key: Option<&Name>) -> Reply {
     let edns = msg.edns.as_ref().map(response_edns);
     let limit = limit_of(msg, transport);
     let q = match msg.queries.as_slice() {

@@ -78,7 +78,7 @@ impl Outcome {
 pub enum Path {
     /// A pre-encoded template ([`crate::dns::fast`]).
     Fast,
-    /// [`crate::dns::resolve`] and encoding.
+    /// [`crate::dns::reply`] and encoding.
     General,
 }
 

@@ -413,7 +413,7 @@ pub fn toml_error(file: &Path, text: &str, e: &toml::de::Error) -> InputError {
 
 fn validate(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, InputError> {
     let err = |key: &str, reason: String| InputError::new(file, key, reason);
-    let resolve = |p: PathBuf| if p.is_relative() { base.join(p) } else { p };
+    let under_base = |p: PathBuf| if p.is_relative() { base.join(p) } else { p };
 
     // [zone]
     let origin = names::parse_absolute(&raw.zone.origin).map_err(|r| err("zone.origin", format!("{:?}: {r}", raw.zone.origin)))?;
@@ -441,7 +441,7 @@ fn validate(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, InputErr
     }
     let hm = raw.zone.hostmaster.unwrap_or_else(|| format!("hostmaster.{origin}"));
     let hostmaster = names::parse_mailbox(&hm).map_err(|r| err("zone.hostmaster", format!("{hm:?}: {r}")))?;
-    let zone_file = raw.zone.file.map(resolve);
+    let zone_file = raw.zone.file.map(under_base);
 
     // [server]
     let tcp = validate_tcp(&raw.server, &err)?;
@@ -461,11 +461,11 @@ fn validate(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, InputErr
         None => None,
         Some(m) => Some(m.parse::<SocketAddr>().map_err(|_| err("server.metrics", format!("{m:?} is not \"addr:port\"")))?),
     };
-    let state_dir = resolve(raw.server.state_dir.unwrap_or_else(|| "/var/lib/srvd".into()));
+    let state_dir = under_base(raw.server.state_dir.unwrap_or_else(|| "/var/lib/srvd".into()));
     let server = ServerConfig {
         listen,
-        control_socket: resolve(raw.server.control_socket.unwrap_or_else(|| "/run/srvd/control.sock".into())),
-        registry: resolve(raw.server.registry.unwrap_or_else(|| state_dir.join("masters.toml"))),
+        control_socket: under_base(raw.server.control_socket.unwrap_or_else(|| "/run/srvd/control.sock".into())),
+        registry: under_base(raw.server.registry.unwrap_or_else(|| state_dir.join("masters.toml"))),
         state_dir,
         metrics,
         tcp,
@@ -497,7 +497,7 @@ fn validate(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, InputErr
         return Err(err("health.fall", format!("{fall} is not in 1..=100")));
     }
     let (ca_file, cert_file, key_file) =
-        (raw.health.ca_file.map(resolve), raw.health.cert_file.map(resolve), raw.health.key_file.map(resolve));
+        (raw.health.ca_file.map(under_base), raw.health.cert_file.map(under_base), raw.health.key_file.map(under_base));
     // The checker's TLS material, read once: files readable, PEM valid, CA
     // usable, key matching the certificate.
     let tls = ClientTls::load_paths(&ca_file, &cert_file, &key_file).map_err(|e| InputError::new(file, e.key, e.reason))?;

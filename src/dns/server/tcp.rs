@@ -226,7 +226,7 @@ async fn write_message(rd: &mut BufReader<TcpStream>, msg: &[u8], limit: Duratio
 fn answer(ctx: &Ctx, snap: &crate::dns::served::Served, query: &[u8], peer: SocketAddr) -> Answer {
     super::test_hooks::maybe_panic(query);
     let shard = ctx.stats.shard(ctx.shard);
-    let Some(reply) = dns::resolve_from(snap, query, Transport::Tcp, Some(peer.ip())) else {
+    let Some(reply) = dns::reply_from(snap, query, Transport::Tcp, Some(peer.ip())) else {
         shard.dropped(Transport::Tcp);
         return Answer::Nothing;
     };
