@@ -1,25 +1,28 @@
 //! srvd: an authoritative DNS server that publishes health-checked, per-site
 //! SRV records for a Puppet estate.
 //!
+//! The layers, lowest first; each is a folder, and a module only uses its
+//! own layer and those below it (checked by a test in `src/layers.rs`):
+//!
 //! ```text
-//!  config.toml ─┐                      ┌─ health (checks every master)
-//!  zone file ───┼─> publish::Inputs ───┤
-//!  masters.toml ┘        │             └─ control (srvctl edits registry)
-//!                        v
-//!            policy::compute (pure)  ->  zone::Snapshot (immutable, Arc)
-//!                                              │ ArcSwap
-//!                                              v
-//!              server (UDP worker threads, TCP via hickory-server) -> fast / dns
-//!                              │                     └─ AXFR to secondaries (xfr, tsig)
-//!                              └─ serial watch -> notify (NOTIFY to secondaries)
+//!  input/    config.toml, masters.toml, zone file, TLS material -> typed values (InputError)
+//!    ^
+//!  health/   checks every master; Hysteresis -> verdicts -> health::Target
+//!    ^
+//!  zone/     policy::compute (pure) -> zone::Snapshot (data, serial)  <- publish::Publisher
+//!    ^                                        | sinks (every publication)
+//!  dns/      served::Served (snapshot + pre-encoded answers + transfer ACL)
+//!            server/ (UDP workers, TCP loop) -> reply/encode, fast path; xfr, tsig, notify
+//!    ^
+//!  control/  srvctl's socket (edits go through the Publisher)   metrics/  Prometheus
+//!  cli/      srvctl                                             daemon    the wiring
 //! ```
 //!
-//! `metrics` reads counters kept along the way (DNS answers, checks,
-//! reloads) and serves them to Prometheus at `server.metrics`.
-//!
-//! Every change of an input (registry edit, health transition, reload)
-//! recomputes the policy, raises the SOA serial if the data changed and swaps
-//! in a new snapshot; queries never wait for a lock.
+//! Every change of an input (registry edit, health verdict, reload) goes
+//! through the [`zone::publish::Publisher`], which recomputes the policy,
+//! raises the SOA serial if the records changed (stored before it is
+//! served) and hands the new snapshot to the DNS layer; queries never wait
+//! for a lock. See docs/architecture.md for where to change what.
 
 pub mod cli;
 pub mod control;
@@ -29,3 +32,6 @@ pub mod health;
 pub mod input;
 pub mod metrics;
 pub mod zone;
+
+#[cfg(test)]
+mod layers;
