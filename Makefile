@@ -127,7 +127,7 @@ install: assets
 deb: cargo-deb
 	$(MAKE) assets ASSETS=target/assets PROFILE=$(PROFILE) NO_BUILD=$(NO_BUILD) BINDIR=/usr/bin SYSCONFDIR=/etc
 ifeq ($(PROFILE),release)
-	$(CARGO) deb --no-build -o $(DEB_OUT)/
+	$(CARGO) deb --no-build --strip -o $(DEB_OUT)/
 else
 	$(CARGO) deb --no-build --profile dev --strip --fast -o $(DEB_OUT)/
 endif
