@@ -181,6 +181,10 @@ pub async fn run(config: Config, sockets: DnsSockets, shutdown: CancellationToke
     // must reload, not kill srvd (the default action of SIGHUP).
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let running = start(config, sockets, shutdown).await?;
+    // systemd Type=notify: sockets bound, first snapshot served (no-op without NOTIFY_SOCKET).
+    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+        tracing::warn!(error = %e, "cannot send READY=1 to systemd (NOTIFY_SOCKET)");
+    }
     loop {
         tokio::select! {
             _ = running.shutdown.cancelled() => break,

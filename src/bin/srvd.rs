@@ -1,39 +1,21 @@
 //! The srvd daemon: parse arguments, set up logging, run.
 
-use srvd::input::error::InputError;
-use std::path::PathBuf;
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
+use srvd::cli::srvd_args::{LogFormat, SrvdArgs as Args};
 use srvd::dns::server::DnsSockets;
 use srvd::input::config::Config;
+use srvd::input::error::InputError;
 use tokio_util::sync::CancellationToken;
-
-/// Authoritative DNS for Puppet SRV records, with health-checked failover.
-#[derive(Parser)]
-#[command(version)]
-struct Args {
-    /// Config file (TOML). Without it, srvd runs its embedded example
-    /// (zone puppet.example.test. on 127.0.0.1:5353).
-    #[arg(long, short = 'c')]
-    config: Option<PathBuf>,
-    /// Validate the config, zone file and registry, then exit (0 valid, 1 invalid).
-    #[arg(long)]
-    check_config: bool,
-}
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SRVD_LOG").unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging(args.log_format);
     let config = match load(&args) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("srvd: invalid configuration: {e}");
-            return ExitCode::from(1);
-        }
+        Err(e) => return fail(args.log_format, &format!("invalid configuration: {e}")),
     };
     if args.check_config {
         return match srvd::zone::publish::Inputs::load(config) {
@@ -50,10 +32,7 @@ fn main() -> ExitCode {
     srvd::daemon::raise_fd_limit();
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("srvd: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
-        }
+        Err(e) => return fail(args.log_format, &format!("cannot start the async runtime: {e}")),
     };
     let result = rt.block_on(run(config));
     // The daemon has waited for its tasks (and for srvctl changes in
@@ -62,10 +41,29 @@ fn main() -> ExitCode {
     rt.shutdown_timeout(EXIT_GRACE);
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("srvd: {e:#}");
-            ExitCode::from(1)
-        }
+        Err(e) => fail(args.log_format, &format!("{e:#}")),
+    }
+}
+
+/// A fatal error: one plain line on stderr, or one JSON log line with
+/// `--log-format json` (so that a log shipper sees why srvd stopped).
+fn fail(format: LogFormat, msg: &str) -> ExitCode {
+    match format {
+        LogFormat::Text => eprintln!("srvd: {msg}"),
+        LogFormat::Json => tracing::error!(error = msg, "srvd cannot run"),
+    }
+    ExitCode::from(1)
+}
+
+/// Log lines go to stderr (the journal under systemd): colours only when
+/// stderr is a terminal, so that files and the journal carry no escape
+/// codes; `json` writes one object per line for log shippers.
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SRVD_LOG").unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().with_ansi(false).init(),
     }
 }
 

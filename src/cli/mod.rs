@@ -5,9 +5,11 @@
 //! `--json`) and picks the exit code. `src/bin/srvctl.rs` only calls [`main`].
 
 mod explain;
+pub mod generate;
 mod master;
 mod output;
 mod reload;
+pub mod srvd_args;
 mod status;
 
 use std::ffi::OsString;
@@ -67,11 +69,15 @@ pub enum Command {
     Explain(explain::Args),
     /// Re-read config, zone file and registry (what SIGHUP does).
     Reload(reload::Args),
+    /// Shell completions and man pages (for packagers; `make install` runs it).
+    #[command(subcommand, hide = true)]
+    Generate(generate::Generate),
 }
 
 impl Command {
-    pub fn request(&self) -> Request {
-        match self {
+    /// The request sent to srvd; None for `generate`, which srvd is not asked about.
+    pub fn request(&self) -> Option<Request> {
+        Some(match self {
             Command::AddMaster(a) => a.request(),
             Command::RemoveMaster(h) => master::remove(h),
             Command::Drain(h) => master::drain(h, true),
@@ -81,7 +87,8 @@ impl Command {
             Command::Status => status::request(),
             Command::Explain(a) => a.request(),
             Command::Reload(a) => a.request(),
-        }
+            Command::Generate(_) => return None,
+        })
     }
 }
 
@@ -100,6 +107,9 @@ pub fn main(args: impl IntoIterator<Item = impl Into<OsString> + Clone>) -> u8 {
             return if e.use_stderr() { exit::USAGE } else { exit::DONE };
         }
     };
+    if let Command::Generate(g) = &cli.command {
+        return g.run();
+    }
     let timeout = match std::env::var("SRVCTL_TIMEOUT") {
         Ok(v) if !v.trim().is_empty() => match crate::input::names::parse_duration(v.trim()) {
             Ok(d) if !d.is_zero() => d,
@@ -108,7 +118,9 @@ pub fn main(args: impl IntoIterator<Item = impl Into<OsString> + Clone>) -> u8 {
         },
         _ => client::REPLY_TIMEOUT,
     };
-    let req = cli.command.request();
+    let Some(req) = cli.command.request() else {
+        return usage("nothing to ask srvd");
+    };
     let result = client::request_within(&cli.socket, &req, timeout);
     let stdout = std::io::stdout();
     let stderr = std::io::stderr();

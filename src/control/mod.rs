@@ -9,6 +9,7 @@
 
 pub mod client;
 mod edit;
+mod peer;
 pub mod proto;
 mod report;
 pub mod server;
@@ -143,9 +144,9 @@ impl Control {
             },
             Request::Reload(args) => {
                 let this = self.clone();
-                let r = tokio::task::spawn_blocking(move || this.reload_with(args.force)).await;
-                let resp = r.unwrap_or_else(|e| Response::Error(Failure::new(format!("reload failed: {e}"))));
-                log_outcome("reload", "-", peer_uid, &resp);
+                let r = tokio::task::spawn_blocking(move || (this.reload_with(args.force), peer::user_name(peer_uid))).await;
+                let (resp, user) = r.unwrap_or_else(|e| (Response::Error(Failure::new(format!("reload failed: {e}"))), None));
+                log_outcome("reload", "-", (peer_uid, user.as_deref()), &resp);
                 resp
             }
             change => {
@@ -156,9 +157,9 @@ impl Control {
                 };
                 let what = change_target(&change);
                 let name = change.name();
-                let r = tokio::task::spawn_blocking(move || this.change(&change)).await;
-                let resp = r.unwrap_or_else(|e| Response::Error(Failure::new(format!("change failed: {e}"))));
-                log_outcome(name, &what, peer_uid, &resp);
+                let r = tokio::task::spawn_blocking(move || (this.change(&change), peer::user_name(peer_uid))).await;
+                let (resp, user) = r.unwrap_or_else(|e| (Response::Error(Failure::new(format!("change failed: {e}"))), None));
+                log_outcome(name, &what, (peer_uid, user.as_deref()), &resp);
                 match (resp, wait) {
                     (Response::Ok(Reply::Change(mut rep)), Some(timeout)) => {
                         let key = MasterKey {
@@ -224,11 +225,12 @@ fn change_target(req: &Request) -> String {
     }
 }
 
-fn log_outcome(command: &str, target: &str, uid: Option<u32>, resp: &Response) {
+/// The one log line of each srvctl change, with who made it (uid from SO_PEERCRED, and its user name).
+fn log_outcome(command: &str, target: &str, (uid, user): (Option<u32>, Option<&str>), resp: &Response) {
     match resp {
-        Response::Ok(_) => tracing::info!(command, target, uid, "srvctl change applied"),
-        Response::Refused(f) => tracing::info!(command, target, uid, reason = %f.message, "srvctl change refused"),
-        Response::Error(f) => tracing::error!(command, target, uid, error = %f.message, "srvctl change failed"),
+        Response::Ok(_) => tracing::info!(command, target, uid, user, "srvctl change applied"),
+        Response::Refused(f) => tracing::info!(command, target, uid, user, reason = %f.message, "srvctl change refused"),
+        Response::Error(f) => tracing::error!(command, target, uid, user, error = %f.message, "srvctl change failed"),
     }
 }
 
