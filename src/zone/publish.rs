@@ -29,8 +29,11 @@ use crate::zone::{self, Snapshot};
 /// Everything loaded from files, validated together.
 #[derive(Debug, Clone)]
 pub struct Inputs {
+    /// The validated config (shared with every snapshot built from it).
     pub config: Arc<Config>,
+    /// Records from `zone.file`, already checked against the names srvd computes.
     pub statics: Vec<StaticRecord>,
+    /// The masters registry, checked against the config and the zone file.
     pub registry: Registry,
     /// The registry file's text `registry` was parsed from (`None`: no file,
     /// or parts assembled in memory).
@@ -107,7 +110,9 @@ pub fn check_registry_against_statics(config: &Config, statics: &[StaticRecord],
 /// [`Publisher::try_update`] (which work on a copy and swap it in).
 #[derive(Clone)]
 pub struct Core {
+    /// Config, zone file records and registry as last loaded or edited.
     pub inputs: Inputs,
+    /// The published health of every (master, role) known so far.
     pub health: HealthStates,
 }
 
