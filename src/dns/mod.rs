@@ -1,4 +1,4 @@
-//! Answering queries from a [`Snapshot`]: authoritative-only semantics
+//! Answering queries from a [`Served`] zone snapshot: authoritative-only semantics
 //! (AA, REFUSED outside the zone, NXDOMAIN/NODATA with SOA, additional A/AAAA
 //! for in-zone targets), EDNS (BADVERS, payload limits) and truncation.
 //!

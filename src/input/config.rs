@@ -147,7 +147,7 @@ struct RawSecondary {
     /// "ip" or "ip:port": transfers are allowed from this IP; NOTIFY goes to
     /// this address (port 53 when not given).
     address: String,
-    /// Name of a [[tsig_key]] the secondary must sign transfers with (and
+    /// Name of a `[[tsig_key]]` the secondary must sign transfers with (and
     /// NOTIFY is signed with). Without it the IP alone authorises transfers.
     key: Option<String>,
     /// Send NOTIFY to this secondary on every change (default true).
@@ -369,7 +369,7 @@ pub const MIN_TSIG_SECRET: usize = 16;
 /// The validated configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
-    /// The file this came from ("<embedded example>" for the built-in one).
+    /// The file this came from (`<embedded example>` for the built-in one).
     pub path: PathBuf,
     /// The `[zone]` table.
     pub zone: ZoneConfig,
@@ -435,7 +435,7 @@ impl Config {
 
 /// Turns a toml/serde error into file + key + reason. The key is worked out
 /// from the error's position: the enclosing `[table]` and the key on that
-/// line, plus the line number ("site[1].name (line 12)").
+/// line, plus the line number (`site[1].name (line 12)`).
 pub fn toml_error(file: &Path, text: &str, e: &toml::de::Error) -> InputError {
     let msg = e.message().trim().to_string();
     let Some(span) = e.span() else {

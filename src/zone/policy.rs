@@ -13,7 +13,8 @@ use crate::input::registry::{Master, MasterKey, Registry, Role};
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct SrvTarget {
     /// SRV priority: `local_priority` for the site's own masters, plus
-    /// `priority_step` per failover tier.
+    /// `priority_step` per failover tier (`local_priority` for every master
+    /// on the site-less apex names and for the active CA).
     pub priority: u16,
     /// SRV weight among records of the same priority: the master's registry `weight`.
     pub weight: u16,

@@ -137,7 +137,7 @@ pub struct SerialStore {
     /// Published data changed after the served serial was stored (a health
     /// transition while the serial could not be stored, or a start that
     /// could not store a new serial): a higher serial is still owed. Retried
-    /// on every publication and by [`Publisher::retry_store`].
+    /// on every publication and by `Publisher::retry_store`.
     pub behind: bool,
 }
 
@@ -293,7 +293,7 @@ impl Publisher {
 
     /// Applies a change to the inputs and republishes, storing a new serial
     /// if the data changed; blocking. Returns the serial now served:
-    /// [`Publisher::update_answers`] then [`Publisher::retry_store`].
+    /// `Publisher::update_answers` then `Publisher::retry_store`.
     pub fn update<R>(&self, f: impl FnOnce(&mut Core) -> R) -> (R, u32) {
         let (r, _) = self.update_answers(f);
         (r, self.retry_store())
