@@ -21,6 +21,8 @@
 //! recomputes the policy, raises the SOA serial if the data changed and swaps
 //! in a new snapshot; queries never wait for a lock.
 
+#![warn(missing_docs, unreachable_pub)]
+
 pub mod cli;
 pub mod control;
 pub mod daemon;
