@@ -16,24 +16,42 @@ use crate::metrics;
 use crate::zone::publish::{Inputs, Publisher};
 use crate::zone::serial::StateDir;
 
+/// Why srvd could not start (or run).
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
+    /// An input file is invalid (config, zone file, registry); names file, key and reason.
     #[error("{0}")]
     Config(#[from] InputError),
+    /// `server.state_dir` could not be prepared.
     #[error("state_dir {dir}: {source}")]
-    State { dir: String, source: std::io::Error },
+    State {
+        /// The directory.
+        dir: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The metrics address could not be listened on.
     #[error("server.metrics {addr}: cannot listen: {source}")]
-    Metrics { addr: std::net::SocketAddr, source: std::io::Error },
+    Metrics {
+        /// The `server.metrics` address.
+        addr: std::net::SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Another I/O failure: the control socket, signal handling, writing the example files.
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
 
 /// A running daemon: its publisher, the addresses it serves and its tasks.
 pub struct Running {
+    /// The publisher of the served zone; tests read inputs and snapshots through it.
     pub publisher: Arc<Publisher>,
+    /// The DNS addresses actually bound (of the UDP sockets, port 0 resolved).
     pub dns_addrs: Vec<std::net::SocketAddr>,
     /// Where `GET /metrics` is served (`server.metrics`, port 0 resolved).
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// The token every task stops on (the one given to [`start`]).
     pub shutdown: CancellationToken,
     /// The control socket's side (srvctl); `reload` is also what SIGHUP does.
     pub control: Arc<Control>,

@@ -24,6 +24,8 @@
 //! served) and hands the new snapshot to the DNS layer; queries never wait
 //! for a lock. See docs/architecture.md for where to change what.
 
+#![warn(missing_docs, unreachable_pub)]
+
 pub mod cli;
 pub mod control;
 pub mod daemon;

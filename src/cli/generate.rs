@@ -10,16 +10,19 @@ use clap::{CommandFactory, Subcommand, ValueEnum};
 use super::Cli;
 use super::srvd_args::SrvdArgs;
 
+/// What `srvctl generate` writes.
 #[derive(Debug, Subcommand)]
 pub enum Generate {
     /// Print the completion script of srvctl for SHELL on stdout.
     Completions {
+        /// The shell to complete for.
         #[arg(value_enum)]
         shell: Shell,
     },
     /// Write the man pages into DIR: srvctl(1), one srvctl-COMMAND(1) per
     /// command, and srvd(8).
     Man {
+        /// Where the pages are written (created if missing).
         #[arg(value_name = "DIR")]
         dir: PathBuf,
     },
@@ -28,8 +31,11 @@ pub enum Generate {
 /// The shells completions are generated for.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum Shell {
+    /// bash (bash-completion).
     Bash,
+    /// zsh (compsys).
     Zsh,
+    /// fish.
     Fish,
 }
 

@@ -76,11 +76,11 @@ impl WeightArgs {
     }
 }
 
-pub fn remove(h: &HostArg) -> Request {
+pub(super) fn remove(h: &HostArg) -> Request {
     Request::RemoveMaster(Target { host: h.host.clone() })
 }
 
-pub fn drain(h: &HostArg, drain: bool) -> Request {
+pub(super) fn drain(h: &HostArg, drain: bool) -> Request {
     let t = Target { host: h.host.clone() };
     if drain { Request::Drain(t) } else { Request::Undrain(t) }
 }

@@ -1,7 +1,7 @@
 //! srvctl: administer a running srvd over its control socket.
 //!
 //! Each command noun has a file that turns its arguments into a
-//! [`Request`]; [`output`] renders every [`Response`] (aligned tables, or
+//! [`Request`]; `output` renders every [`Response`](crate::control::proto::Response) (aligned tables, or
 //! `--json`) and picks the exit code. `src/bin/srvctl.rs` only calls [`main`].
 
 mod explain;
@@ -45,10 +45,12 @@ pub struct Cli {
     /// Print srvd's answer as JSON (one object; schema in docs/srvctl.md).
     #[arg(long, global = true)]
     pub json: bool,
+    /// The command to run.
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// srvctl's commands; each becomes one [`Request`].
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Add a master; it is published after its first successful health check.

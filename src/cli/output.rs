@@ -10,7 +10,7 @@ use crate::control::proto::{
     ChangeReport, ExplainReport, MasterStatus, MastersReport, ReloadReport, Reply, Request, Response, StatusReport,
 };
 
-pub fn render(req: &Request, result: &Result<Response, ClientError>, json: bool) -> (u8, String, String) {
+pub(super) fn render(req: &Request, result: &Result<Response, ClientError>, json: bool) -> (u8, String, String) {
     let resp = match result {
         Ok(r) => r,
         Err(e) => {
@@ -95,7 +95,7 @@ fn dash_if_empty(s: String) -> String {
 }
 
 /// "2024-05-01 12:00:00Z".
-pub fn fmt_utc(unix: u64) -> String {
+pub(super) fn fmt_utc(unix: u64) -> String {
     let days = (unix / 86400) as i64;
     let secs = unix % 86400;
     // Civil date from days since 1970-01-01 (proleptic Gregorian).

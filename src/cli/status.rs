@@ -2,6 +2,6 @@
 
 use crate::control::proto::Request;
 
-pub fn request() -> Request {
+pub(super) fn request() -> Request {
     Request::Status
 }

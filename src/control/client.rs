@@ -18,16 +18,34 @@ pub const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 /// The daemon could not be reached or did not answer (srvctl exit 3).
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// The socket could not be connected to (missing, refused, no permission).
     #[error("cannot connect to srvd at {}: {source}{hint}", path.display())]
-    Connect { path: PathBuf, source: io::Error, hint: &'static str },
+    Connect {
+        /// The socket path tried.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+        /// A parenthesised hint chosen by the error kind (not running, permissions), or "".
+        hint: &'static str,
+    },
+    /// Connecting did not finish in time: srvd is not accepting.
     #[error("cannot connect to srvd at {}: timed out after {} (srvd is not accepting connections: stuck or stopped?)", path.display(), fmt(*after))]
-    ConnectTimeout { path: PathBuf, after: Duration },
+    ConnectTimeout {
+        /// The socket path tried.
+        path: PathBuf,
+        /// How long srvctl waited.
+        after: Duration,
+    },
+    /// The connection broke while sending or reading.
     #[error("lost the connection to srvd: {0}")]
     Io(#[from] io::Error),
+    /// No answer within the client's timeout.
     #[error("timed out: no answer from srvd within {} (srvd may be stuck; SRVCTL_TIMEOUT sets this limit)", fmt(*.0))]
     Timeout(Duration),
+    /// srvd closed the connection before answering.
     #[error("srvd closed the connection without answering")]
     Closed,
+    /// The answer is not a [`Response`] srvctl knows (a newer or broken srvd).
     #[error("srvd sent an answer srvctl does not understand: {0}")]
     Protocol(String),
 }
@@ -36,6 +54,7 @@ fn fmt(d: Duration) -> String {
     crate::input::names::fmt_duration(d)
 }
 
+/// A connection to srvd's control socket: send a [`Request`], read its [`Response`].
 pub struct Client {
     reader: BufReader<UnixStream>,
     writer: UnixStream,

@@ -215,7 +215,7 @@ impl Control {
     /// Re-reads config, zone file and registry. On any error the old state
     /// keeps serving and the error names file, key and reason. Unless
     /// `force`, a reload that would remove every master, or more than half
-    /// of them and more than one ([`mass_removal`]), is refused: an empty or
+    /// of them and more than one (`mass_removal`), is refused: an empty or
     /// missing registry is more often a half-written file than an intent.
     pub fn reload_with(&self, force: bool) -> Response {
         let mut st = self.edit_state();
@@ -318,7 +318,7 @@ impl Control {
 /// Whether removing `removed` of `before` masters needs `reload --force`:
 /// all of them (at least one), or more than half and more than one. One
 /// master removed by hand from a larger estate reloads as usual.
-pub fn mass_removal(before: usize, removed: usize) -> bool {
+pub(super) fn mass_removal(before: usize, removed: usize) -> bool {
     before > 0 && (removed >= before || (removed > 1 && removed.saturating_mul(2) > before))
 }
 

@@ -120,6 +120,7 @@ impl Control {
         (s.failures > 0 || s.behind).then_some(proto::SerialStoreReport { failures: s.failures, error: s.error, behind: s.behind })
     }
 
+    /// The publisher the control side changes and reads (the daemon's one).
     pub fn publisher(&self) -> &Arc<Publisher> {
         &self.publisher
     }

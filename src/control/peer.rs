@@ -6,7 +6,7 @@ use std::ffi::CStr;
 
 /// The user name of `uid` (getpwuid_r: /etc/passwd, LDAP, sssd...), or
 /// None. May block on a network user database: call it off the runtime.
-pub fn user_name(uid: Option<u32>) -> Option<String> {
+pub(super) fn user_name(uid: Option<u32>) -> Option<String> {
     let uid = uid?;
     let mut buf: Vec<libc::c_char> = vec![0; 1024];
     loop {

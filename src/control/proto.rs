@@ -11,14 +11,23 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "kebab-case")]
 pub enum Request {
+    /// Register a new master (`srvctl add-master`).
     AddMaster(AddMaster),
+    /// Remove a master from the registry (`srvctl remove-master`).
     RemoveMaster(Target),
+    /// Take a master out of the answers but keep checking it (`srvctl drain`).
     Drain(Target),
+    /// Put a drained master back (`srvctl undrain`).
     Undrain(Target),
+    /// Change a master's SRV weight (`srvctl set-weight`).
     SetWeight(SetWeight),
+    /// The registry's masters (`srvctl list`).
     List,
+    /// Every master with its health (`srvctl status`).
     Status,
+    /// The published answers and why each master is in or out (`srvctl explain`).
     Explain(ExplainArgs),
+    /// Re-read the config, zone file and registry (`srvctl reload`).
     Reload(ReloadArgs),
 }
 
@@ -50,15 +59,21 @@ impl Request {
 pub struct AddMaster {
     /// "host" or "host:port".
     pub host: String,
+    /// Site name; must be a configured `[[site]]`.
     pub site: String,
+    /// Puppet Server port (default 8140); also taken from `host:port`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<i64>,
+    /// Role names (default `["puppet"]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub roles: Option<Vec<String>>,
+    /// SRV weight, 0..=65535 (default 10).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight: Option<i64>,
+    /// IP addresses; required for a host inside the zone.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub addresses: Vec<String>,
+    /// "https" (default) or "tcp".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub check: Option<String>,
     /// Reply only once the first health check of every role has a result.
@@ -72,15 +87,20 @@ pub struct AddMaster {
 /// A master named by "host" or "host:port".
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Target {
+    /// "host" or "host:port"; without a port it must name exactly one master.
     pub host: String,
 }
 
+/// `set-weight`: a new SRV weight for one master.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SetWeight {
+    /// "host" or "host:port" of the master.
     pub host: String,
+    /// The new weight, 0..=65535 (validated by the daemon).
     pub weight: i64,
 }
 
+/// `explain`: which published names to explain.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExplainArgs {
     /// A site name, "@" for the site-less names at the zone apex, or none for all.
@@ -114,19 +134,24 @@ pub enum Response {
 /// Why a request was not done. `file`/`key`/`reason` are set when a file is at fault.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Failure {
+    /// The whole message, as srvctl prints it.
     pub message: String,
+    /// The file at fault.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<String>,
+    /// The key at fault inside `file` (`master[2].port`, `zone.ttl`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
     /// The line of `file` at fault, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub line: Option<usize>,
+    /// Why, without file and key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
 
 impl Failure {
+    /// A failure that is about no file: only a message.
     pub fn new(message: impl Into<String>) -> Failure {
         Failure { message: message.into(), file: None, key: None, line: None, reason: None }
     }
@@ -142,10 +167,15 @@ impl From<crate::input::error::InputError> for Failure {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Reply {
+    /// add-master, remove-master, drain, undrain or set-weight.
     Change(ChangeReport),
+    /// list.
     Masters(MastersReport),
+    /// status.
     Status(StatusReport),
+    /// explain.
     Explain(ExplainReport),
+    /// reload.
     Reload(ReloadReport),
 }
 
@@ -154,11 +184,17 @@ pub enum Reply {
 pub struct MasterInfo {
     /// Host name without the trailing dot.
     pub host: String,
+    /// Puppet Server port.
     pub port: u16,
+    /// The site it belongs to.
     pub site: String,
+    /// Its roles ("puppet", "ca", "report", "fileserver").
     pub roles: Vec<String>,
+    /// SRV weight inside its priority tier.
     pub weight: u16,
+    /// Registry addresses (published for an in-zone host, used by the checks).
     pub addresses: Vec<String>,
+    /// Whether it is drained (out of the answers, still checked).
     pub drained: bool,
     /// "https" or "tcp".
     pub check: String,
@@ -196,24 +232,32 @@ pub struct WaitOutcome {
     /// "published" (every role passed its first check), "down" (a check
     /// failed), or "timeout".
     pub outcome: String,
+    /// A sentence for the operator (which role failed and why, or how long it waited).
     pub detail: String,
 }
 
 impl WaitOutcome {
+    /// Whether the master was published (srvctl exits 0 only then).
     pub fn succeeded(&self) -> bool {
         self.outcome == "published"
     }
 }
 
+/// The `list` reply: every master in registry order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MastersReport {
+    /// The SOA serial served now.
     pub serial: u32,
+    /// The registry file's path.
     pub registry: String,
+    /// Every master, in file order.
     pub masters: Vec<MasterInfo>,
 }
 
+/// The `status` reply: every master with the health of each role.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatusReport {
+    /// The SOA serial served now.
     pub serial: u32,
     /// TTL of published records, seconds.
     pub ttl: u32,
@@ -221,6 +265,7 @@ pub struct StatusReport {
     pub started: u64,
     /// When this report was made.
     pub now: u64,
+    /// Every master in registry order, with its health.
     pub masters: Vec<MasterStatus>,
     /// Set when storing the SOA serial has failed since srvd started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -245,6 +290,7 @@ pub struct SerialStoreReport {
 /// A master with its health.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MasterStatus {
+    /// The master as the registry has it (flattened into this object).
     #[serde(flatten)]
     pub master: MasterInfo,
     /// When the master was drained (for a master already drained when srvd
@@ -256,12 +302,14 @@ pub struct MasterStatus {
     pub answers_expire: Option<u64>,
     /// Drained and answers_expire has passed: the master can be stopped.
     pub safe_to_stop: bool,
+    /// One entry per role of the master.
     pub health: Vec<RoleHealth>,
 }
 
 /// The health of one role of a master.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RoleHealth {
+    /// "puppet", "ca", "report" or "fileserver".
     pub role: String,
     /// "up", "down", "pending" (added, not published before its first
     /// successful check) or "unchecked" (no state known since srvd started:
@@ -280,20 +328,28 @@ pub struct RoleHealth {
     pub published: bool,
 }
 
+/// The last health check of one role of a master.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckResult {
+    /// When it finished, unix seconds.
     pub at: u64,
+    /// Whether it passed.
     pub ok: bool,
     /// "200 OK", "connection refused", ...
     pub detail: String,
+    /// How long it took, milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<f64>,
 }
 
+/// The `explain` reply: every published SRV name with its answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExplainReport {
+    /// The SOA serial the answers are served under.
     pub serial: u32,
+    /// TTL of the records, seconds (how long resolvers may keep them).
     pub ttl: u32,
+    /// The names asked for, in config order (each site's four roles, then the apex's).
     pub names: Vec<NameExplain>,
 }
 
@@ -304,6 +360,7 @@ pub struct NameExplain {
     pub name: String,
     /// None for the site-less names at the apex.
     pub site: Option<String>,
+    /// "puppet", "ca", "report" or "fileserver".
     pub role: String,
     /// "normal", "all-down", "empty" or "no-masters".
     pub mode: String,
@@ -313,40 +370,53 @@ pub struct NameExplain {
     pub masters: Vec<MasterVerdict>,
 }
 
+/// One SRV record of an answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SrvRecord {
+    /// SRV priority (lower is tried first).
     pub priority: u16,
+    /// SRV weight among records of the same priority.
     pub weight: u16,
+    /// The port agents connect to.
     pub port: u16,
+    /// Host name without the trailing dot.
     pub target: String,
 }
 
+/// Why one master is, or is not, in one answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MasterVerdict {
     /// "host:port".
     pub master: String,
+    /// The master's site.
     pub site: String,
     /// True when the master is in the answer.
     #[serde(rename = "in")]
     pub included: bool,
     /// "in", "in-all-down", "down", "pending", "drained", "standby-ca", "all-down-empty".
     pub verdict: String,
+    /// Failover tier of the master's site as seen from this name (0 = local), when in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tier: Option<usize>,
+    /// SRV priority it is published with, when in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<u16>,
     /// A sentence saying why.
     pub reason: String,
 }
 
+/// The `reload` reply: what the reload changed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReloadReport {
+    /// The SOA serial served after the reload.
     pub serial: u32,
     /// Whether the published data changed.
     pub changed: bool,
     /// Masters ("host:port") added, removed or modified by the reload.
     pub added: Vec<String>,
+    /// Masters removed by the reload.
     pub removed: Vec<String>,
+    /// Masters whose entry changed.
     pub modified: Vec<String>,
     /// Settings that changed in the file but only take effect at restart.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -1,4 +1,4 @@
-//! Answering queries from a [`Snapshot`]: authoritative-only semantics
+//! Answering queries from a [`Served`] zone snapshot: authoritative-only semantics
 //! (AA, REFUSED outside the zone, NXDOMAIN/NODATA with SOA, additional A/AAAA
 //! for in-zone targets), EDNS (BADVERS, payload limits) and truncation.
 //!
@@ -29,17 +29,27 @@ pub const MAX_UDP_PAYLOAD: u16 = 1232;
 /// Transport the query came in on; decides the size limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
+    /// Answers are limited to the client's EDNS payload (at most
+    /// [`MAX_UDP_PAYLOAD`]) and truncated (TC) beyond it.
     Udp,
+    /// Answers may be up to 65535 bytes; zone transfers are allowed.
     Tcp,
 }
 
 /// A response before encoding.
 #[derive(Debug, Default)]
 pub struct Reply {
+    /// Header of the response (id, opcode, rcode, flags); `None` when the
+    /// request was too broken to answer.
     pub metadata: Option<Metadata>,
+    /// The question, echoed back.
     pub query: Option<Query>,
+    /// Answer section.
     pub answers: Vec<Record>,
+    /// Authority section: the negative SOA of NXDOMAIN/NODATA answers.
     pub authority: Vec<Record>,
+    /// Additional section: A/AAAA of in-zone SRV, NS and MX targets (EDNS OPT
+    /// and TSIG are added at encoding).
     pub additional: Vec<Record>,
     /// EDNS of the response (present iff the query had EDNS).
     pub edns: Option<Edns>,
@@ -56,9 +66,13 @@ pub struct Reply {
 /// their [`stats::Shard`]).
 #[derive(Debug)]
 pub struct Answered {
+    /// The wire message to send.
     pub bytes: Vec<u8>,
+    /// Which code built it (fast template or general path), for the `path` label.
     pub path: Path,
+    /// Its classification, for the `rcode` label.
     pub outcome: Outcome,
+    /// Whether TC is set (it did not fit the UDP limit).
     pub truncated: bool,
 }
 

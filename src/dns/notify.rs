@@ -94,20 +94,33 @@ async fn notify_until_acked(snap: Arc<Snapshot>, sec: Secondary, key: Option<Tsi
 /// Why a NOTIFY was not acknowledged.
 #[derive(Debug, thiserror::Error)]
 pub enum NotifyError {
+    /// The NOTIFY could not be TSIG-signed with the secondary's key.
     #[error("cannot sign: {0}")]
     Sign(hickory_proto::ProtoError),
+    /// The NOTIFY message could not be encoded.
     #[error("cannot encode: {0}")]
     Encode(hickory_proto::ProtoError),
+    /// The local UDP socket to send from could not be bound.
     #[error("cannot bind {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        /// The local address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Sending the datagram failed.
     #[error("cannot send: {0}")]
     Send(std::io::Error),
+    /// Reading the answer failed.
     #[error("receive: {0}")]
     Receive(std::io::Error),
+    /// The secondary did not answer in time (the attempt is retried with backoff).
     #[error("no answer within {0:?}")]
     Timeout(Duration),
+    /// The secondary answered with an error code.
     #[error("answered {0}")]
     Rcode(ResponseCode),
+    /// The secondary's answer carries a TSIG that does not verify.
     #[error("bad TSIG on the answer: {0}")]
     Tsig(tsig::VerifyError),
 }

@@ -16,17 +16,24 @@ pub enum Outcome {
     NoError,
     /// NOERROR with an empty answer section (the name exists, not that type).
     NoData,
+    /// NXDOMAIN: no such name in the zone.
     NxDomain,
+    /// REFUSED: outside the zone, or a transfer not allowed.
     Refused,
+    /// FORMERR: a malformed query.
     FormErr,
+    /// NOTIMP: an opcode srvd does not implement.
     NotImp,
+    /// BADVERS: an EDNS version srvd does not speak.
     BadVers,
+    /// SERVFAIL: srvd could not answer (should not happen).
     ServFail,
     /// Any other response code (none is sent today).
     Other,
 }
 
 impl Outcome {
+    /// Every outcome, in metric label order.
     pub const ALL: [Outcome; 9] = [
         Outcome::NoError,
         Outcome::NoData,
@@ -54,6 +61,7 @@ impl Outcome {
         }
     }
 
+    /// The `rcode` label value.
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::NoError => "noerror",
@@ -83,8 +91,10 @@ pub enum Path {
 }
 
 impl Path {
+    /// Both paths, in metric label order.
     pub const ALL: [Path; 2] = [Path::Fast, Path::General];
 
+    /// The `path` label value.
     pub fn as_str(self) -> &'static str {
         match self {
             Path::Fast => "fast",
@@ -93,8 +103,10 @@ impl Path {
     }
 }
 
+/// Both transports, in metric label order.
 pub const TRANSPORTS: [Transport; 2] = [Transport::Udp, Transport::Tcp];
 
+/// The `transport` label value.
 pub fn transport_str(t: Transport) -> &'static str {
     match t {
         Transport::Udp => "udp",
@@ -181,6 +193,7 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
+    /// Every reason, in metric label order.
     pub const ALL: [CloseReason; 8] = [
         CloseReason::Client,
         CloseReason::Idle,
@@ -192,6 +205,7 @@ impl CloseReason {
         CloseReason::Error,
     ];
 
+    /// The `reason` label value.
     pub fn as_str(self) -> &'static str {
         match self {
             CloseReason::Client => "client",
@@ -211,8 +225,11 @@ impl CloseReason {
 /// closed to make room.
 #[derive(Debug, Default)]
 pub struct ConnCounters {
+    /// Connections open now.
     pub open: AtomicU64,
+    /// Most connections open at once since start.
     pub peak: AtomicU64,
+    /// Connections closed to make room for a new one.
     pub evicted: AtomicU64,
     /// The cap (a gauge, for dashboards).
     pub cap: AtomicU64,
@@ -226,8 +243,11 @@ pub struct TransportStats {
     pub udp_workers: AtomicU64,
     /// UDP worker threads that ended and were started again.
     pub udp_worker_restarts: AtomicU64,
+    /// Counters of the DNS-over-TCP connection table.
     pub tcp: std::sync::Arc<ConnCounters>,
+    /// TCP connections accepted.
     pub tcp_accepted: AtomicU64,
+    /// Failed `accept` calls (e.g. out of file descriptors).
     pub tcp_accept_errors: AtomicU64,
     tcp_closed: [AtomicU64; CloseReason::ALL.len()],
 }
@@ -240,6 +260,7 @@ impl TransportStats {
         }
     }
 
+    /// Answers abandoned because their code panicked, over `t`.
     pub fn panics(&self, t: Transport) -> u64 {
         self.panics.get(t_index(t)).map_or(0, |a| a.load(Relaxed))
     }
@@ -254,6 +275,7 @@ impl TransportStats {
         }
     }
 
+    /// TCP connections closed for `r` (evictions from the table's counter).
     pub fn tcp_closed_by(&self, r: CloseReason) -> u64 {
         match r {
             CloseReason::Evicted => self.tcp.evicted.load(Relaxed),
@@ -282,6 +304,7 @@ impl Default for DnsStats {
 }
 
 impl DnsStats {
+    /// Zeroed counters with their shards.
     pub fn new() -> DnsStats {
         DnsStats::default()
     }
@@ -291,6 +314,7 @@ impl DnsStats {
         self.next.fetch_add(1, Relaxed) % SHARDS
     }
 
+    /// Shard `i` (as returned by [`DnsStats::claim`], wrapped into range).
     pub fn shard(&self, i: usize) -> &Shard {
         &self.shards[i % SHARDS]
     }

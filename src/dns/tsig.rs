@@ -42,9 +42,19 @@ pub enum Check {
     /// No TSIG in the request.
     Unsigned,
     /// Signed with `key`, verified; responses are signed with `signer`.
-    Valid { key: Name, signer: ResponseSigner },
+    Valid {
+        /// The configured key's name (transfer access is checked against it).
+        key: Name,
+        /// Signs the response with the same key, chained to the request's MAC.
+        signer: ResponseSigner,
+    },
     /// Unknown key, bad MAC or bad time: answer NOTAUTH with this TSIG.
-    Failed { error: TsigError, signer: ResponseSigner },
+    Failed {
+        /// The TSIG error code for the response (BADKEY, BADSIG, BADTIME).
+        error: TsigError,
+        /// Makes the response's TSIG: unsigned for BADKEY/BADSIG, signed for BADTIME (RFC 8945 §5.2).
+        signer: ResponseSigner,
+    },
 }
 
 /// Checks the TSIG of a parsed request (`raw` is what was received) against

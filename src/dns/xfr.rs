@@ -19,11 +19,14 @@ use crate::zone::Snapshot;
 /// DNS paths read it without a lock and a reload takes effect at once.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Access {
+    /// TSIG keys transfer requests may be signed with.
     pub keys: Vec<TsigKey>,
+    /// Who may transfer the zone and who gets NOTIFY.
     pub secondaries: Vec<Secondary>,
 }
 
 impl Access {
+    /// The transfer keys and secondaries of `config`.
     pub fn from_config(config: &Config) -> Access {
         Access { keys: config.tsig_keys.clone(), secondaries: config.secondaries.clone() }
     }

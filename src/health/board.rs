@@ -18,6 +18,7 @@ use crate::input::registry::{MasterKey, Role};
 pub struct LastCheck {
     /// When it finished, unix milliseconds.
     pub at_unix_ms: u64,
+    /// Whether it passed (counts toward `rise`; a failure toward `fall`).
     pub ok: bool,
     /// "HTTP 200", "connection refused", "timeout after 1s", ...
     pub reason: String,
@@ -30,7 +31,9 @@ pub struct LastCheck {
 pub struct RoleStatus {
     /// Host name without the trailing dot.
     pub host: String,
+    /// The master's port (with `host`, its identity).
     pub port: u16,
+    /// The role this row is about; one probe may decide several roles.
     pub role: Role,
     /// The request that decides this role.
     pub probe: Probe,
@@ -42,8 +45,11 @@ pub struct RoleStatus {
     pub since_unix: u64,
     /// The reason of the check that caused the current state.
     pub state_reason: String,
+    /// Passing checks in a row (reset by a failure); `rise` of them bring a down role up.
     pub consecutive_ok: u32,
+    /// Failed checks in a row (reset by a pass); `fall` of them take an up role down.
     pub consecutive_fail: u32,
+    /// The most recent check; `None` until the first one finishes.
     pub last: Option<LastCheck>,
 }
 
@@ -77,6 +83,7 @@ pub(crate) fn unix_secs(t: SystemTime) -> u64 {
 }
 
 impl HealthBoard {
+    /// An empty board; the checker fills it as checks finish.
     pub fn new() -> HealthBoard {
         HealthBoard::default()
     }

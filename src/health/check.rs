@@ -73,15 +73,18 @@ impl Probe {
 /// The result of one check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckOutcome {
+    /// Whether the master passed (counts toward `rise`; a failure toward `fall`).
     pub ok: bool,
     /// Why it failed, or what passed ("HTTP 200", "connected").
     pub reason: String,
 }
 
 impl CheckOutcome {
+    /// A passed check, with what passed ("HTTP 200", "connected").
     pub fn ok(reason: impl Into<String>) -> Self {
         CheckOutcome { ok: true, reason: reason.into() }
     }
+    /// A failed check, with an operator-facing reason ("connection refused").
     pub fn fail(reason: impl Into<String>) -> Self {
         CheckOutcome { ok: false, reason: reason.into() }
     }
@@ -91,12 +94,15 @@ impl CheckOutcome {
 /// timeout around [`Check::check`]; implementations need not.
 #[async_trait]
 pub trait Check: Send {
+    /// Runs one check; the scheduler cuts it off at `health.timeout`.
     async fn check(&mut self) -> CheckOutcome;
 }
 
 /// Makes a [`Check`] for each (master, probe). The daemon uses
 /// [`NetworkChecks`]; tests substitute scripted checks.
 pub trait CheckFactory: Send + Sync + 'static {
+    /// A check of `probe` against `master`, kept for the master's lifetime
+    /// (so it may hold a kept-alive connection).
     fn make(&self, master: &Master, probe: Probe) -> Box<dyn Check>;
 
     /// Called when `[health]` changed on reload (already validated and loaded).

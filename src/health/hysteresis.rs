@@ -26,7 +26,9 @@ pub enum Phase {
     Unchecked,
     /// Added at runtime: unpublished, first check decides.
     Pending,
+    /// Settled up: published; down after `fall` failures in a row.
     Up,
+    /// Settled down: withdrawn; up after `rise` successes in a row.
     Down,
 }
 
@@ -50,6 +52,7 @@ impl Phase {
         }
     }
 
+    /// The phase's name in status output, metrics and logs.
     pub fn as_str(self) -> &'static str {
         match self {
             Phase::Unchecked => "unchecked",
@@ -69,7 +72,9 @@ impl std::fmt::Display for Phase {
 /// A change of phase caused by one check result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Transition {
+    /// The phase before the check.
     pub from: Phase,
+    /// The phase after it.
     pub to: Phase,
 }
 
@@ -91,18 +96,22 @@ pub struct Hysteresis {
 }
 
 impl Hysteresis {
+    /// Counters at zero in `phase` (a restored or fresh state).
     pub fn new(phase: Phase) -> Hysteresis {
         Hysteresis { phase, oks: 0, fails: 0 }
     }
 
+    /// The current phase.
     pub fn phase(&self) -> Phase {
         self.phase
     }
 
+    /// Passing checks in a row, for status output.
     pub fn consecutive_ok(&self) -> u32 {
         self.oks
     }
 
+    /// Failed checks in a row, for status output.
     pub fn consecutive_fail(&self) -> u32 {
         self.fails
     }

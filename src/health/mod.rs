@@ -65,10 +65,15 @@ use crate::input::registry::{Master, MasterKey, Registry, Role};
 /// The timing the probe tasks run with.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Timing {
+    /// Time between checks of a role that is up and passing (`health.interval`).
     pub interval: Duration,
+    /// Time between checks while a role fails, is down or unsettled (`health.fast_interval`).
     pub fast_interval: Duration,
+    /// How long one check may take before it is cut off and counts as failed.
     pub timeout: Duration,
+    /// Passes in a row that bring a role up (`health.rise`).
     pub rise: u32,
+    /// Failures in a row that take a role down (`health.fall`).
     pub fall: u32,
     /// Fraction of a period taken off at random, 0.0..1.0.
     pub jitter: f64,
@@ -79,6 +84,7 @@ pub struct Timing {
 pub const DEFAULT_JITTER: f64 = 0.1;
 
 impl Timing {
+    /// The timing of `cfg`, with `jitter` clamped to 0.0..=0.9.
     pub fn new(cfg: &HealthConfig, jitter: f64) -> Timing {
         Timing {
             interval: cfg.interval,
@@ -124,16 +130,25 @@ pub trait Target: Send + Sync + 'static {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     /// (master, role) now has this health; ignored if the master or role is gone.
-    Health { key: MasterKey, role: Role, health: Health },
+    Health {
+        /// The master the verdict is about.
+        key: MasterKey,
+        /// Which of its roles.
+        role: Role,
+        /// The role's new published health.
+        health: Health,
+    },
     /// Forget the states of masters (or roles) no longer in the registry.
     Prune,
 }
 
 /// What the checker needs besides its target.
 pub struct Options {
+    /// Makes the check of each (master, probe): the network in the daemon, scripts in tests.
     pub factory: Arc<dyn CheckFactory>,
     /// States read from `state_dir` at start (for since-times) and where to write them.
     pub stored: Stored,
+    /// Fraction of each period taken off at random (see [`DEFAULT_JITTER`]); 0 in tests that need exact timing.
     pub jitter: f64,
 }
 

@@ -12,6 +12,7 @@ use crate::health::{Health, HealthStates};
 use crate::input::names;
 use crate::input::registry::{MasterKey, Registry, Role};
 
+/// The file in `state_dir` that keeps the health states.
 pub const FILE_NAME: &str = "health.json";
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -33,7 +34,9 @@ struct Entry {
 /// States read at start.
 #[derive(Debug, Clone, Default)]
 pub struct Stored {
+    /// Where the states are written after each change; `None` keeps them in memory only.
     pub path: Option<PathBuf>,
+    /// (master, role) -> (state, when it was entered), from the file's valid entries.
     pub states: HashMap<(MasterKey, Role), (Health, SystemTime)>,
     /// What was wrong with the file or some of its entries (each was
     /// logged with the file's path and ignored).

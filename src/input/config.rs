@@ -147,7 +147,7 @@ struct RawSecondary {
     /// "ip" or "ip:port": transfers are allowed from this IP; NOTIFY goes to
     /// this address (port 53 when not given).
     address: String,
-    /// Name of a [[tsig_key]] the secondary must sign transfers with (and
+    /// Name of a `[[tsig_key]]` the secondary must sign transfers with (and
     /// NOTIFY is signed with). Without it the IP alone authorises transfers.
     key: Option<String>,
     /// Send NOTIFY to this secondary on every change (default true).
@@ -161,27 +161,48 @@ struct RawSecondary {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum AllDown {
+    /// Publish every non-drained master of the role in its normal tier, up or
+    /// not (the default): agents keep trying masters instead of finding none.
     ServeAll,
+    /// Publish no records for the role (NODATA), so agents fail fast.
     Empty,
 }
 
+/// The validated `[zone]` table: what srvd is authoritative for and the
+/// fixed parts of its SOA/NS.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ZoneConfig {
+    /// The delegated subzone srvd serves, absolute and lowercase.
     pub origin: Name,
+    /// Static zone file adding records srvd does not compute (resolved against
+    /// the config's directory).
     pub file: Option<PathBuf>,
+    /// TTL of every published record, seconds (default 30, at most a day).
+    /// Kept short so that failover reaches agents quickly.
     pub ttl: u32,
+    /// TTL of negative answers (the SOA minimum), seconds (default 30).
     pub negative_ttl: u32,
+    /// Apex NS targets, absolute; at least one, no duplicates (default `ns1.ORIGIN`).
     pub nameservers: Vec<Name>,
+    /// SOA RNAME, already turned from a mailbox into a DNS name.
     pub hostmaster: Name,
 }
 
+/// The validated `[server]` table: where srvd listens and keeps its files.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConfig {
+    /// DNS addresses, each served over UDP and TCP (default `127.0.0.1:5353`).
     pub listen: Vec<SocketAddr>,
+    /// Unix socket srvctl connects to (default `/run/srvd/control.sock`).
     pub control_socket: PathBuf,
+    /// Directory for the SOA serial and the last known health states
+    /// (default `/var/lib/srvd`).
     pub state_dir: PathBuf,
+    /// The masters registry file (default `STATE_DIR/masters.toml`).
     pub registry: PathBuf,
+    /// Plain-text Prometheus endpoint; `None` serves no metrics.
     pub metrics: Option<SocketAddr>,
+    /// Limits that keep DNS-over-TCP clients from holding connections forever.
     pub tcp: TcpLimits,
 }
 
@@ -191,9 +212,14 @@ pub struct TcpLimits {
     /// None: derived from the open-files limit at start
     /// (`crate::dns::server::default_tcp_max_connections`).
     pub max_connections: Option<usize>,
+    /// How long a connection may wait for its next query (default 10 s).
     pub idle_timeout: Duration,
+    /// How long one query may take to arrive once its first byte has, and one
+    /// answer to be written (default 5 s); cuts off slow or stalled clients.
     pub message_timeout: Duration,
+    /// Total lifetime of a connection, however busy (default 120 s).
     pub max_lifetime: Duration,
+    /// Queries answered on one connection before it is closed (default 1000).
     pub max_queries: u32,
 }
 
@@ -209,15 +235,28 @@ impl Default for TcpLimits {
     }
 }
 
+/// The validated `[health]` table: how often and how strictly masters are
+/// checked (defaults and their reasoning: [`DEFAULT_INTERVAL_S`], docs/health.md).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthConfig {
+    /// Time between checks of a master that is up (default 1 s).
     pub interval: Duration,
+    /// Time between checks of a master that is failing or down (default 250 ms,
+    /// never more than `interval`), so that failure and recovery are seen sooner.
     pub fast_interval: Duration,
+    /// Time one check may take before it counts as failed (default 1 s).
     pub timeout: Duration,
+    /// Consecutive passing checks that bring a down master up (1..=100, default 2).
     pub rise: u32,
+    /// Consecutive failed checks that take an up master down (1..=100, default 2).
     pub fall: u32,
+    /// PEM file of the Puppet CA that signed the masters' certificates;
+    /// `None` trusts the system bundle.
     pub ca_file: Option<PathBuf>,
+    /// PEM client certificate presented to masters (with `key_file`), for
+    /// Puppet Servers that require one.
     pub cert_file: Option<PathBuf>,
+    /// Private key of `cert_file`.
     pub key_file: Option<PathBuf>,
     /// The TLS client config built from the three files (read once, here).
     pub tls: ClientTls,
@@ -248,15 +287,24 @@ impl Default for HealthConfig {
 /// passing checks, 250 ms apart. fall = 2 keeps one lost packet (one failed
 /// check) from removing a master.
 pub const DEFAULT_INTERVAL_S: u64 = 1;
+/// Time between checks of a master that passes (`health.fast_interval` default), milliseconds.
 pub const DEFAULT_FAST_INTERVAL_MS: u64 = 250;
+/// Time one check may take (`health.timeout` default), milliseconds.
 pub const DEFAULT_TIMEOUT_MS: u64 = 1000;
+/// Passing checks before a down master is up again (`health.rise` default).
 pub const DEFAULT_RISE: u32 = 2;
+/// Failed checks before an up master is taken out (`health.fall` default).
 pub const DEFAULT_FALL: u32 = 2;
 
+/// The validated `[policy]` table: how SRV priorities and the CA are chosen.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PolicyConfig {
+    /// Priority of a site's own masters (default 10).
     pub local_priority: u16,
+    /// Priority added per failover tier (default 10): tier i gets
+    /// `local_priority + i * priority_step`; validation keeps the last tier <= 65535.
     pub priority_step: u16,
+    /// What to publish for a role when none of its masters is up.
     pub all_down: AllDown,
     /// Host names (absolute, lowercase) in CA preference order.
     pub ca_order: Vec<Name>,
@@ -268,9 +316,14 @@ impl Default for PolicyConfig {
     }
 }
 
+/// A `[[site]]`: a group of masters that agents of that site prefer.
+/// Agents use `srv_domain = NAME.ORIGIN`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Site {
+    /// DNS label, lowercase; unique among sites.
     pub name: String,
+    /// Sites (lowercase, known, not itself, no repeats) whose masters come next,
+    /// in order, before all remaining sites in config order.
     pub failover: Vec<String>,
 }
 
@@ -287,8 +340,11 @@ impl std::fmt::Debug for Secret {
 /// A TSIG key (RFC 8945) shared with secondaries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TsigKey {
+    /// Key name as the secondary knows it (BIND `key "NAME"`).
     pub name: Name,
+    /// HMAC algorithm, one of [`TSIG_ALGORITHMS`].
     pub algorithm: TsigAlgorithm,
+    /// The shared secret, decoded from base64; at least [`MIN_TSIG_SECRET`] bytes.
     pub secret: Secret,
 }
 
@@ -299,6 +355,7 @@ pub struct Secondary {
     pub address: SocketAddr,
     /// The key it must sign transfer requests with (a [`TsigKey::name`]).
     pub key: Option<Name>,
+    /// Send NOTIFY to `address` on every serial change (default true).
     pub notify: bool,
 }
 
@@ -312,12 +369,18 @@ pub const MIN_TSIG_SECRET: usize = 16;
 /// The validated configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
-    /// The file this came from ("<embedded example>" for the built-in one).
+    /// The file this came from (`<embedded example>` for the built-in one).
     pub path: PathBuf,
+    /// The `[zone]` table.
     pub zone: ZoneConfig,
+    /// The `[server]` table.
     pub server: ServerConfig,
+    /// The `[health]` table.
     pub health: HealthConfig,
+    /// The `[policy]` table.
     pub policy: PolicyConfig,
+    /// The `[[site]]` tables in file order; the order decides the failover tiers
+    /// after a site's own `failover` list.
     pub sites: Vec<Site>,
     /// TSIG keys for zone transfers and NOTIFY.
     pub tsig_keys: Vec<TsigKey>,
@@ -340,6 +403,7 @@ impl Config {
         validate(raw, file, base)
     }
 
+    /// The site called `name` (lowercase, as validated), if configured.
     pub fn site(&self, name: &str) -> Option<&Site> {
         self.sites.iter().find(|s| s.name == name)
     }
@@ -371,7 +435,7 @@ impl Config {
 
 /// Turns a toml/serde error into file + key + reason. The key is worked out
 /// from the error's position: the enclosing `[table]` and the key on that
-/// line, plus the line number ("site[1].name (line 12)").
+/// line, plus the line number (`site[1].name (line 12)`).
 pub fn toml_error(file: &Path, text: &str, e: &toml::de::Error) -> InputError {
     let msg = e.message().trim().to_string();
     let Some(span) = e.span() else {
@@ -572,7 +636,6 @@ fn validate(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, InputErr
     })
 }
 
-/// `[[tsig_key]]` and `[[secondary]]`: zone transfers and NOTIFY.
 /// The `[server] tcp_*` keys; durations must be more than zero, counts at least 1.
 fn validate_tcp(raw: &RawServer, err: &dyn Fn(&str, String) -> InputError) -> Result<TcpLimits, InputError> {
     let d = TcpLimits::default();
@@ -608,6 +671,7 @@ fn validate_tcp(raw: &RawServer, err: &dyn Fn(&str, String) -> InputError) -> Re
     })
 }
 
+/// `[[tsig_key]]` and `[[secondary]]`: zone transfers and NOTIFY.
 fn validate_xfr(
     raw_keys: Vec<RawTsigKey>,
     raw_secondaries: Vec<RawSecondary>,

@@ -14,12 +14,17 @@ use toml_edit::{Array, ArrayOfTables, DocumentMut, Item, Table, Value};
 
 use crate::input::registry::{CheckKind, Master};
 
+/// Why the registry text cannot be edited.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum EditError {
+    /// The text is not TOML (the parser's message).
     #[error("cannot parse the registry file: {0}")]
     Parse(String),
+    /// `master` is not an array of tables (it is the shape named here); srvctl
+    /// refuses to rewrite it rather than reformat an operator's file.
     #[error("the registry file writes `master` as {0}; srvctl edits only [[master]] tables")]
     Shape(&'static str),
+    /// No `[[master]]` entry at this index (entries count from 0 in file order).
     #[error("the registry file has no entry number {0}")]
     NoEntry(usize),
 }
@@ -30,6 +35,8 @@ pub struct RegistryDoc {
 }
 
 impl RegistryDoc {
+    /// Parses registry text for editing; refuses files where `master` is not
+    /// written as `[[master]]` tables.
     pub fn parse(text: &str) -> Result<RegistryDoc, EditError> {
         let doc: DocumentMut = text.parse().map_err(|e: toml_edit::TomlError| EditError::Parse(e.message().to_string()))?;
         match doc.get("master") {
@@ -44,6 +51,7 @@ impl RegistryDoc {
         self.doc.get("master").and_then(Item::as_array_of_tables).map_or(0, ArrayOfTables::len)
     }
 
+    /// Whether the file has no `[[master]]` entry.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -136,6 +144,7 @@ impl RegistryDoc {
         Ok(())
     }
 
+    /// The edited file's text, with everything not edited left as it was.
     pub fn render(&self) -> String {
         self.doc.to_string()
     }

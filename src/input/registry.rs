@@ -19,13 +19,18 @@ use crate::input::names;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
+    /// Serves catalogs to agents (`_x-puppet`).
     Puppet,
+    /// Signs agent certificates (`_x-puppet-ca`); only one CA is published at a time.
     Ca,
+    /// Receives agent reports (`_x-puppet-report`).
     Report,
+    /// Serves files to agents (`_x-puppet-fileserver`).
     Fileserver,
 }
 
 impl Role {
+    /// Every role, in the order SRV names and status tables list them.
     pub const ALL: [Role; 4] = [Role::Puppet, Role::Ca, Role::Report, Role::Fileserver];
 
     /// The SRV service label, e.g. `_x-puppet-ca`.
@@ -38,6 +43,7 @@ impl Role {
         }
     }
 
+    /// The role's name as written in the registry and on srvctl's command line.
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Puppet => "puppet",
@@ -71,8 +77,11 @@ impl FromStr for Role {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum CheckKind {
+    /// HTTPS GET of the Puppet status API (per role: `/status/v1/simple`,
+    /// `/status/v1/simple/ca`); the default.
     #[default]
     Https,
+    /// A TCP connect to the port only; for masters whose status API cannot be reached.
     Tcp,
 }
 
@@ -96,13 +105,17 @@ impl fmt::Display for CheckKind {
     }
 }
 
+/// Puppet Server port used when a master does not give one.
 pub const DEFAULT_PORT: u16 = 8140;
+/// SRV weight used when a master does not give one.
 pub const DEFAULT_WEIGHT: u16 = 10;
 
 /// Identifies a master: host name and port (one host may run several servers).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct MasterKey {
+    /// Absolute, lowercase host name.
     pub host: Name,
+    /// Puppet Server port.
     pub port: u16,
 }
 
@@ -123,20 +136,30 @@ impl fmt::Display for MasterKey {
 pub struct Master {
     /// Absolute, lowercase host name; the SRV target.
     pub host: Name,
+    /// The site (a configured `[[site]]` name, lowercase) the master belongs to.
     pub site: String,
+    /// Puppet Server port: the SRV port and the port checked.
     pub port: u16,
     /// Sorted, without duplicates.
     pub roles: Vec<Role>,
+    /// SRV weight inside its priority tier (0..=65535).
     pub weight: u16,
+    /// Addresses srvd publishes as A/AAAA for an in-zone host (required there),
+    /// and checks instead of resolving the host; no duplicates.
     pub addresses: Vec<IpAddr>,
+    /// Kept out of the answers (operator maintenance) but still checked, so
+    /// its health is known when it comes back.
     pub drained: bool,
+    /// How the master is health-checked.
     pub check: CheckKind,
 }
 
 impl Master {
+    /// The identity the health states and srvctl use for this master.
     pub fn key(&self) -> MasterKey {
         MasterKey { host: self.host.clone(), port: self.port }
     }
+    /// Whether the master offers `r`.
     pub fn has_role(&self, r: Role) -> bool {
         self.roles.contains(&r)
     }
@@ -149,6 +172,7 @@ impl Master {
 /// The validated registry, masters in file order.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Registry {
+    /// Every master, in file order; (host, port) is unique.
     pub masters: Vec<Master>,
 }
 
@@ -203,6 +227,8 @@ impl Registry {
         Ok((registry, text))
     }
 
+    /// Parses and validates registry text against `config` (sites, zone);
+    /// `file` is used in errors. Empty text is an empty registry.
     pub fn parse(text: &str, file: &Path, config: &Config) -> Result<Registry, InputError> {
         let raw: RawRegistry = toml::from_str(text).map_err(|e| toml_error(file, text, &e))?;
         let mut masters = Vec::new();
@@ -218,6 +244,7 @@ impl Registry {
         Ok(Registry { masters })
     }
 
+    /// The master with this (host, port), if registered.
     pub fn get(&self, key: &MasterKey) -> Option<&Master> {
         self.masters.iter().find(|m| &m.key() == key)
     }
@@ -246,7 +273,9 @@ pub fn split_host_port(spec: &str) -> (&str, Option<u16>) {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{key}: {reason}")]
 pub struct FieldError {
+    /// The refused key, as written in a `[[master]]` table (`"port"`, `"roles"`, ...).
     pub key: &'static str,
+    /// Why it is refused, with the value given.
     pub reason: String,
 }
 

@@ -15,7 +15,9 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{key}: {reason}")]
 pub struct TlsError {
+    /// The config key at fault (`health.ca_file`, `health.cert_file`, `health.key_file`).
     pub key: &'static str,
+    /// Why the file cannot be used, naming it.
     pub reason: String,
 }
 

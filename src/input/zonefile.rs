@@ -14,7 +14,9 @@ use crate::input::error::InputError;
 /// A static record and the line of the zone file it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StaticRecord {
+    /// The record, owner lowercased and inside the zone.
     pub record: Record,
+    /// 1-based line of the zone file the entry starts on, for error messages.
     pub line: usize,
 }
 
@@ -73,6 +75,10 @@ fn entries(text: &str) -> Vec<(usize, String)> {
     out
 }
 
+/// Parses zone file text for `origin`: `$ORIGIN` and `$TTL` are honoured,
+/// records without a TTL get `default_ttl`, an owner may be left out
+/// (continuing the previous one). Every record must lie inside the zone;
+/// `path` is used in errors, each naming its line.
 pub fn parse(text: &str, path: &Path, origin: &Name, default_ttl: u32) -> Result<Vec<StaticRecord>, InputError> {
     let err = |line: usize, reason: String| InputError::new(path, "zone.file", reason).at_line(line);
     let mut cur_origin = origin.clone();

@@ -28,6 +28,7 @@ pub const MAX_CONNECTIONS: usize = 64;
 /// Pause after an accept error (e.g. out of file descriptors).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
+/// The `Content-Type` of the Prometheus text format served at `/metrics`.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Serves `listener` until `shutdown`; every connection is a tracked task.

@@ -28,9 +28,13 @@ use std::sync::atomic::Ordering::Relaxed;
 
 /// Everything a scrape reads.
 pub struct Sources {
+    /// The served serial, the registry and published health (per-master gauges).
     pub publisher: Arc<Publisher>,
+    /// DNS answer and transport counters.
     pub dns: Arc<DnsStats>,
+    /// Health checks, transitions and the state of every (master, role).
     pub health: Arc<HealthBoard>,
+    /// Reload and srvctl counters.
     pub control: Arc<Control>,
 }
 

@@ -21,10 +21,13 @@ use crate::zone::policy::RoleAnswer;
 /// The records of one owner name. A node with no rrsets is an empty non-terminal.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Node {
+    /// Each record type present at this name with its records (no duplicates),
+    /// in the order they were added.
     pub rrsets: Vec<(RecordType, Vec<Record>)>,
 }
 
 impl Node {
+    /// The records of type `t` at this name, if any.
     pub fn get(&self, t: RecordType) -> Option<&[Record]> {
         self.rrsets.iter().find(|(rt, _)| *rt == t).map(|(_, v)| v.as_slice())
     }
@@ -48,8 +51,11 @@ impl Node {
 pub struct Snapshot {
     /// The config this snapshot was built from (a reload gives a new one).
     pub config: Arc<Config>,
+    /// The zone's apex (`zone.origin`).
     pub origin: Name,
+    /// The apex as a lowercased name, ready to compare with query names.
     pub origin_lower: LowerName,
+    /// The SOA serial this snapshot is served under (RFC 1982 arithmetic).
     pub serial: u32,
     /// The apex SOA (with `serial`).
     pub soa: Record,

@@ -12,9 +12,16 @@ use crate::input::registry::{Master, MasterKey, Registry, Role};
 /// One SRV record to publish.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct SrvTarget {
+    /// SRV priority: `local_priority` for the site's own masters, plus
+    /// `priority_step` per failover tier (`local_priority` for every master
+    /// on the site-less apex names and for the active CA).
     pub priority: u16,
+    /// SRV weight among records of the same priority: the master's registry `weight`.
     pub weight: u16,
+    /// The port agents connect to (the master's Puppet Server port).
     pub port: u16,
+    /// The master's host name (absolute); agents connect to it and expect it
+    /// in the certificate.
     #[serde(serialize_with = "ser_name")]
     pub target: Name,
 }
@@ -29,17 +36,24 @@ fn ser_name<S: serde::Serializer>(n: &Name, s: S) -> Result<S::Ok, S::Error> {
 pub enum Verdict {
     /// Published in tier `tier` (0 = local site) with this priority.
     In {
+        /// Failover tier of the master's site, 0 = the asked-for site.
         tier: usize,
+        /// The SRV priority it is published with.
         priority: u16,
     },
     /// Published although down, because no master of the role is up and
     /// `policy.all_down = "serve-all"` (or it is the CA of last resort).
     InAllDown {
+        /// Failover tier of the master's site, 0 = the asked-for site.
         tier: usize,
+        /// The SRV priority it is published with.
         priority: u16,
     },
+    /// Left out: its checks for this role fail (while another master is up).
     Down,
+    /// Left out: added at runtime and no check has passed yet.
     Pending,
+    /// Left out by the operator (`drained = true`), whatever its health.
     Drained,
     /// A CA that is healthy but not the active one (single-active CA).
     StandbyCa,
@@ -66,7 +80,9 @@ pub enum Mode {
 pub struct RoleAnswer {
     /// `None` for the site-less names at the zone apex.
     pub site: Option<String>,
+    /// Which role's SRV name this is.
     pub role: Role,
+    /// How the answer was formed (normal, all down, empty).
     pub mode: Mode,
     /// In the order they are put in the answer: priority, then tier, then host name (alphabetical).
     pub records: Vec<SrvTarget>,

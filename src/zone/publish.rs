@@ -29,8 +29,11 @@ use crate::zone::{self, Snapshot};
 /// Everything loaded from files, validated together.
 #[derive(Debug, Clone)]
 pub struct Inputs {
+    /// The validated config (shared with every snapshot built from it).
     pub config: Arc<Config>,
+    /// Records from `zone.file`, already checked against the names srvd computes.
     pub statics: Vec<StaticRecord>,
+    /// The masters registry, checked against the config and the zone file.
     pub registry: Registry,
     /// The registry file's text `registry` was parsed from (`None`: no file,
     /// or parts assembled in memory).
@@ -107,7 +110,9 @@ pub fn check_registry_against_statics(config: &Config, statics: &[StaticRecord],
 /// [`Publisher::try_update`] (which work on a copy and swap it in).
 #[derive(Clone)]
 pub struct Core {
+    /// Config, zone file records and registry as last loaded or edited.
     pub inputs: Inputs,
+    /// The published health of every (master, role) known so far.
     pub health: HealthStates,
 }
 
@@ -132,7 +137,7 @@ pub struct SerialStore {
     /// Published data changed after the served serial was stored (a health
     /// transition while the serial could not be stored, or a start that
     /// could not store a new serial): a higher serial is still owed. Retried
-    /// on every publication and by [`Publisher::retry_store`].
+    /// on every publication and by `Publisher::retry_store`.
     pub behind: bool,
 }
 
@@ -288,7 +293,7 @@ impl Publisher {
 
     /// Applies a change to the inputs and republishes, storing a new serial
     /// if the data changed; blocking. Returns the serial now served:
-    /// [`Publisher::update_answers`] then [`Publisher::retry_store`].
+    /// `Publisher::update_answers` then `Publisher::retry_store`.
     pub fn update<R>(&self, f: impl FnOnce(&mut Core) -> R) -> (R, u32) {
         let (r, _) = self.update_answers(f);
         (r, self.retry_store())

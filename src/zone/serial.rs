@@ -17,8 +17,10 @@ use crate::input::fsutil::write_atomic;
 
 /// The file names in `state_dir`.
 pub const SERIAL_FILE: &str = "serial";
+/// The second copy of the serial, so one damaged file does not lose it.
 pub const SERIAL_COPY_FILE: &str = "serial.bak";
 
+/// The state directory (`server.state_dir`) and the serial files in it.
 pub struct StateDir {
     dir: PathBuf,
 }
@@ -27,8 +29,11 @@ pub struct StateDir {
 #[derive(Debug, thiserror::Error)]
 #[error("cannot store the SOA serial {serial} in {}: {source}", path.display())]
 pub struct StoreError {
+    /// The serial that could not be stored.
     pub serial: u32,
+    /// The file it was being written to.
     pub path: PathBuf,
+    /// The OS error.
     #[source]
     pub source: io::Error,
 }
@@ -37,7 +42,9 @@ pub struct StoreError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}: {reason}", path.display())]
 pub struct SerialProblem {
+    /// The serial file at fault.
     pub path: PathBuf,
+    /// Why it was not used (unreadable, empty, not a number).
     pub reason: String,
 }
 
@@ -64,14 +71,17 @@ impl StateDir {
         s
     }
 
+    /// The directory itself.
     pub fn path(&self) -> &Path {
         &self.dir
     }
 
+    /// Path of the main serial file ([`SERIAL_FILE`]).
     pub fn serial_path(&self) -> PathBuf {
         self.dir.join(SERIAL_FILE)
     }
 
+    /// Path of the serial's copy ([`SERIAL_COPY_FILE`]).
     pub fn copy_path(&self) -> PathBuf {
         self.dir.join(SERIAL_COPY_FILE)
     }

@@ -46,12 +46,15 @@ pub struct ConnGuard {
 }
 
 impl ConnTable {
+    /// A table admitting at most `cap` connections (at least 1); publishes
+    /// open/peak/evicted and the cap to `counters`.
     pub fn new(cap: usize, counters: Arc<ConnCounters>) -> Arc<ConnTable> {
         let cap = cap.max(1);
         counters.cap.store(cap as u64, Relaxed);
         Arc::new(ConnTable { cap, inner: Mutex::new(Inner::default()), counters })
     }
 
+    /// The most connections open at once.
     pub fn cap(&self) -> usize {
         self.cap
     }
@@ -110,6 +113,7 @@ impl ConnTable {
         self.lock().conns.len()
     }
 
+    /// Whether no connection is open.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

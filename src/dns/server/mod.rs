@@ -30,7 +30,9 @@ pub const LISTEN_BACKLOG: u32 = 4096;
 
 /// Sockets the DNS side serves on: bound by the caller (port 0 in tests).
 pub struct DnsSockets {
+    /// Bound UDP sockets, each served by its own worker threads.
     pub udp: Vec<UdpSocket>,
+    /// Bound TCP listeners, served through hickory-server with srvd's limits.
     pub tcp: Vec<TcpListener>,
 }
 

@@ -2,7 +2,7 @@
 //! socket, answering synchronously from the snapshot (no await, no task per
 //! packet), which is what keeps the common path cheap.
 //!
-//! Each request's answer code runs under [`super::guarded`]: a panic drops
+//! Each request's answer code runs under `super::guarded`: a panic drops
 //! that request only. A supervisor task per worker starts it again should
 //! the thread end anyway (with a short pause, so a worker that keeps dying
 //! cannot spin); `srvd_dns_udp_workers` shows how many run.
