@@ -262,22 +262,6 @@ pub struct HealthConfig {
     pub tls: ClientTls,
 }
 
-impl Default for HealthConfig {
-    fn default() -> Self {
-        HealthConfig {
-            interval: Duration::from_secs(DEFAULT_INTERVAL_S),
-            fast_interval: Duration::from_millis(DEFAULT_FAST_INTERVAL_MS),
-            timeout: Duration::from_millis(DEFAULT_TIMEOUT_MS),
-            rise: DEFAULT_RISE,
-            fall: DEFAULT_FALL,
-            ca_file: None,
-            cert_file: None,
-            key_file: None,
-            tls: ClientTls::load(None, None, None).unwrap_or_else(|e| unreachable!("no files to read: {e}")),
-        }
-    }
-}
-
 /// Default health timing (measured figures and reasoning: docs/health.md).
 /// Checks run every `interval` (1 s) while a master is healthy and every
 /// `fast_interval` (250 ms) while it fails. A crashed master (connection
@@ -536,7 +520,6 @@ fn validate(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, InputErr
     };
 
     // [health]
-    let d = HealthConfig::default();
     let dur = |key: &str, v: Option<String>, default: Duration| -> Result<Duration, InputError> {
         match v {
             None => Ok(default),
@@ -549,11 +532,11 @@ fn validate(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, InputErr
             }
         }
     };
-    let interval = dur("health.interval", raw.health.interval, d.interval)?;
-    let fast_interval = dur("health.fast_interval", raw.health.fast_interval, d.fast_interval.min(interval))?;
-    let timeout = dur("health.timeout", raw.health.timeout, d.timeout)?;
-    let rise = raw.health.rise.unwrap_or(d.rise);
-    let fall = raw.health.fall.unwrap_or(d.fall);
+    let interval = dur("health.interval", raw.health.interval, Duration::from_secs(DEFAULT_INTERVAL_S))?;
+    let fast_interval = dur("health.fast_interval", raw.health.fast_interval, Duration::from_millis(DEFAULT_FAST_INTERVAL_MS).min(interval))?;
+    let timeout = dur("health.timeout", raw.health.timeout, Duration::from_millis(DEFAULT_TIMEOUT_MS))?;
+    let rise = raw.health.rise.unwrap_or(DEFAULT_RISE);
+    let fall = raw.health.fall.unwrap_or(DEFAULT_FALL);
     if rise == 0 || rise > 100 {
         return Err(err("health.rise", format!("{rise} is not in 1..=100")));
     }
