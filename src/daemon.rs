@@ -137,7 +137,8 @@ pub async fn start_with(
     shutdown: CancellationToken,
     checks: Option<Arc<dyn crate::health::CheckFactory>>,
 ) -> Result<Running, DaemonError> {
-    for p in [&config.server.registry, &config.server.state_dir.join("serial"), &config.server.state_dir.join("health.json")] {
+    // The serial files are cleaned up by StateDir::new, the others here.
+    for p in [&config.server.registry, &config.server.state_dir.join(crate::health::store::FILE_NAME)] {
         let n = crate::input::fsutil::remove_stale_temps(p);
         if n > 0 {
             tracing::info!(file = %p.display(), removed = n, "removed temp files left by an interrupted write");

@@ -67,7 +67,13 @@ impl StateDir {
             tracing::error!(dir = %dir.display(), error = %e, "cannot create state_dir; the SOA serial and health states cannot be stored");
         }
         let s = StateDir { dir: dir.to_path_buf() };
-        crate::input::fsutil::remove_stale_temps(&s.copy_path());
+        // Temp files left by a write interrupted by kill -9.
+        for p in [s.serial_path(), s.copy_path()] {
+            let n = crate::input::fsutil::remove_stale_temps(&p);
+            if n > 0 {
+                tracing::info!(file = %p.display(), removed = n, "removed temp files left by an interrupted write");
+            }
+        }
         s
     }
 
