@@ -3,7 +3,7 @@
 #   make test   install what the tests need (Debian packages) and run them all
 
 CARGO ?= cargo
-# bind9: a real BIND secondary in tests/xfr.rs (AXFR + NOTIFY).
+# bind9: a real BIND secondary in tests/it/xfr.rs (AXFR + NOTIFY).
 DEB_PACKAGES := bind9-dnsutils bind9 puppet-agent ruby iproute2
 # dnsperf drives the DNS benchmark; NSD and gdnsd are the references it is compared with.
 BENCH_PACKAGES := dnsperf nsd gdnsd
