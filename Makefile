@@ -6,10 +6,10 @@
 #   make deb                                         a Debian package in target/debian/ (cargo-deb)
 
 CARGO ?= cargo
-# bind9: a real BIND secondary in tests/xfr.rs (AXFR + NOTIFY).
-# systemd (systemd-analyze verify), lintian, man-db: the packaging tests (tests/packaging.rs).
+# bind9: a real BIND secondary in tests/it/xfr.rs (AXFR + NOTIFY).
+# systemd (systemd-analyze verify), lintian, man-db: the packaging tests (tests/it/packaging.rs).
 DEB_PACKAGES := bind9-dnsutils bind9 puppet-agent ruby iproute2 systemd lintian man-db
-# cargo-deb builds the .deb (`make deb`, tests/packaging.rs); pinned so that
+# cargo-deb builds the .deb (`make deb`, tests/it/packaging.rs); pinned so that
 # its flags (--no-build --profile dev for the test) do not change under us.
 CARGO_DEB_VERSION := 3.8.0
 # dnsperf drives the DNS benchmark; NSD and gdnsd are the references it is compared with.

@@ -6,4 +6,5 @@
 set -e
 cd "$(dirname "$0")/.."
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-exec ${CARGO:-cargo} test --release -q --test health_bench -- --ignored --nocapture --test-threads=1
+# The benchmarks are the ignored tests of the health_bench module of tests/it.
+exec ${CARGO:-cargo} test --release -q --test it -- health_bench:: --ignored --nocapture --test-threads=1

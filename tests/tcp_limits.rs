@@ -9,6 +9,11 @@
 //! The tests take a shared lock: they are heavy, and the memory figures
 //! would be meaningless with two of them running at once.
 
+// The harness of the `it` test binary (tests/it/main.rs). This file is a
+// binary of its own because it measures its process's memory, so the helpers
+// it does not use are dead here.
+#[path = "it/common/mod.rs"]
+#[allow(dead_code)]
 mod common;
 
 use std::net::SocketAddr;

@@ -1,5 +1,5 @@
 //! The fuzzing harness, in the library so that the cargo-fuzz target
-//! (`fuzz/`) and an ordinary test (`tests/hostile.rs`, which replays the
+//! (`fuzz/`) and an ordinary test (`tests/it/hostile.rs`, which replays the
 //! corpus in `fuzz/corpus/`) run the same code.
 //!
 //! [`fuzz_one`] takes raw request bytes through every path a packet can

@@ -533,7 +533,8 @@ fn validate(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, InputErr
         }
     };
     let interval = dur("health.interval", raw.health.interval, Duration::from_secs(DEFAULT_INTERVAL_S))?;
-    let fast_interval = dur("health.fast_interval", raw.health.fast_interval, Duration::from_millis(DEFAULT_FAST_INTERVAL_MS).min(interval))?;
+    let fast_interval =
+        dur("health.fast_interval", raw.health.fast_interval, Duration::from_millis(DEFAULT_FAST_INTERVAL_MS).min(interval))?;
     let timeout = dur("health.timeout", raw.health.timeout, Duration::from_millis(DEFAULT_TIMEOUT_MS))?;
     let rise = raw.health.rise.unwrap_or(DEFAULT_RISE);
     let fall = raw.health.fall.unwrap_or(DEFAULT_FALL);

@@ -1,8 +1,8 @@
 //! Shared test harness: a real srvd (in-process) on ephemeral ports in a
 //! temp dir, and a small DNS client for UDP and TCP.
-#![allow(dead_code)]
 
 pub mod mock_master;
+pub mod puppet_order;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

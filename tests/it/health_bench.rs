@@ -7,7 +7,7 @@
 //! 2. CPU cost of checking 1,000 masters (https, then tcp), read from
 //!    /proc/PID/stat of the srvd process while 1,000 mock masters run here.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};

@@ -1,12 +1,11 @@
 //! Runs `tests/puppet/srv_order.rb` (the real Puppet agent library resolving
 //! through srvd) and turns its output into something easy to assert on.
-//! Included by the `puppet_agent*.rs` integration tests with `#[path]`.
-#![allow(dead_code)]
+//! Shared by the `puppet_agent` and `puppet_agent_run` test modules.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -134,17 +133,4 @@ pub async fn puppet_order(ns: SocketAddr, specs: &[String], repeat: usize) -> Ve
         stdout.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad line {l:?}: {e}\n{stderr}"))).collect();
     assert_eq!(res.len(), specs.len(), "one result per spec: {stdout}\n{stderr}");
     res
-}
-
-/// Polls Puppet's view until `pred` holds or `deadline` passes; returns the
-/// last outcome either way (the caller asserts on it).
-pub async fn poll_order(ns: SocketAddr, spec: &str, deadline: Duration, pred: impl Fn(&Outcome) -> bool) -> Outcome {
-    let end = Instant::now() + deadline;
-    loop {
-        let o = puppet_order(ns, &[spec.to_string()], 1).await.remove(0);
-        if pred(&o) || Instant::now() >= end {
-            return o;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }

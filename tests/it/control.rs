@@ -4,7 +4,7 @@
 //! concurrent changes, socket permissions. Changes acknowledged must
 //! already be in the DNS answers.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;

@@ -5,7 +5,7 @@
 //! TCP connection too), and the panics are counted per transport. A worker
 //! thread that dies anyway is started again.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

@@ -2,7 +2,7 @@
 //! (UDP and TCP), then scraped over HTTP. Counter values are asserted
 //! exactly; waits are conditions with a deadline.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;

@@ -3,7 +3,7 @@
 //! send a request, and a scrape still gets through, because a new
 //! connection closes the one that has waited longest for its request.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

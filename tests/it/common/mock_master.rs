@@ -13,10 +13,8 @@
 //! Switching to or from `Refuse` or `WrongName` drops open connections, as
 //! restarting the server would. Counters tell how many TCP connections and
 //! requests were seen (connection reuse).
-#![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -161,10 +159,6 @@ impl MockMaster {
             tokio::spawn(accept_loop(listener, inner.clone(), 0));
         }
         MockMaster { host: host.to_string(), port, inner, epoch: Mutex::new(0) }
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
     pub fn behaviour(&self) -> Behaviour {

@@ -3,7 +3,7 @@
 //! every srvctl change is logged once with the caller's uid and user name,
 //! and READY=1 reaches $NOTIFY_SOCKET only once DNS answers.
 
-mod common;
+use crate::common;
 
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};

@@ -3,7 +3,7 @@
 //! message by message), NOTIFY on changes, and a real BIND secondary that
 //! follows srvd through NOTIFY and AXFR.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};

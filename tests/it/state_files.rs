@@ -13,7 +13,7 @@
 //! Removing the directory is the repair. A state_dir replaced by a plain
 //! file (ENOTDIR) stands in for a lost or unmounted directory.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};

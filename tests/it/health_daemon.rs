@@ -4,7 +4,7 @@
 //! queried over DNS before and after each switch. Timing is shortened
 //! (interval 300 ms) and every wait is a condition with a deadline.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

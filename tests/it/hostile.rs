@@ -4,7 +4,7 @@
 //! against the real daemon over UDP and TCP, after which it must still answer
 //! correctly with all its UDP workers.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -438,19 +438,12 @@ async fn metrics(addr: SocketAddr, prefix: &str) -> Vec<(String, f64)> {
         .collect()
 }
 
-/// Live UDP workers: the `srvd_dns_udp_workers` gauge when the daemon has
-/// it, else the threads named `srvd-udp` in this process (the only daemon
-/// of this test binary).
+/// Live UDP workers: the daemon's `srvd_dns_udp_workers` gauge (not the
+/// threads named `srvd-udp`: other tests' daemons run in this process too).
 async fn udp_workers_now(d: &TestDaemon) -> (usize, &'static str) {
-    if let Some((_, v)) = metrics(d.metrics_addr(), "srvd_dns_udp_workers").await.first() {
-        return (*v as usize, "gauge srvd_dns_udp_workers");
-    }
-    let n = std::fs::read_dir("/proc/self/task")
-        .unwrap()
-        .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("comm")).ok())
-        .filter(|c| c.trim() == "srvd-udp")
-        .count();
-    (n, "threads named srvd-udp")
+    let samples = metrics(d.metrics_addr(), "srvd_dns_udp_workers").await;
+    let (_, v) = samples.first().expect("srvd exports srvd_dns_udp_workers");
+    (*v as usize, "gauge srvd_dns_udp_workers")
 }
 
 /// Live UDP workers once the count has settled (a thread takes its name
@@ -680,8 +673,8 @@ fn answer_lines(out: &str) -> Vec<&str> {
     }
 }
 
-/// The daemon tests of this file run one at a time: the UDP worker count
-/// falls back to counting this process's `srvd-udp` threads.
+/// The daemon tests of this file run one at a time: each floods its daemon
+/// with packets and dig runs.
 static ONE_DAEMON: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 #[tokio::test]

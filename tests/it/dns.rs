@@ -1,7 +1,7 @@
 //! The running daemon on an ephemeral port, queried over UDP and TCP (and
 //! with `dig`) for every DNS behaviour of DESIGN.md §4.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

@@ -18,8 +18,7 @@
 //!
 //! Needs root (CAP_SYS_ADMIN + CAP_NET_ADMIN) for `ip netns`.
 
-#[path = "puppet/order.rs"]
-mod order;
+use crate::common::puppet_order as order;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

@@ -6,9 +6,8 @@
 //! Puppet picks inside one priority at random by weight, so these tests
 //! compare priority groups (sets), never the order inside a group.
 
-mod common;
-#[path = "puppet/order.rs"]
-mod order;
+use crate::common;
+use crate::common::puppet_order as order;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
