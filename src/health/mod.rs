@@ -395,7 +395,10 @@ async fn persist(target: Arc<dyn Target>, board: Arc<HealthBoard>, file: Option<
             _ = dirty.notify.notified() => false,
             _ = tokio::time::sleep(SERIAL_RETRY), if behind => false,
         };
-        let write = dirty.health.swap(false, std::sync::atomic::Ordering::Relaxed);
+        // At shutdown, always write: a batch published just before the stop
+        // may not have marked the file dirty yet (the applier sets the flag
+        // after its blocking publish returns), and one more write is cheap.
+        let write = dirty.health.swap(false, std::sync::atomic::Ordering::Relaxed) || stop;
         let (t, b, f) = (target.clone(), board.clone(), file.clone());
         let res = tokio::task::spawn_blocking(move || {
             if !stop {
