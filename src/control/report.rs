@@ -61,7 +61,7 @@ impl Control {
         }
     }
 
-    pub(super) fn status(&self) -> StatusReport {
+    pub fn status(&self) -> StatusReport {
         let snap = self.publisher.snapshot();
         let (ttl, keys) = {
             let core = self.publisher.lock();
@@ -124,7 +124,7 @@ impl Control {
         })
     }
 
-    pub(super) fn explain(&self, site: Option<&str>) -> Result<ExplainReport, Failure> {
+    pub fn explain(&self, site: Option<&str>) -> Result<ExplainReport, Failure> {
         let snap = self.publisher.snapshot();
         let core = self.publisher.lock();
         let config = core.inputs.config.clone();
