@@ -4,7 +4,8 @@
 
 CARGO ?= cargo
 # bind9: a real BIND secondary in tests/xfr.rs (AXFR + NOTIFY).
-DEB_PACKAGES := bind9-dnsutils bind9 puppet-agent ruby iproute2
+# chromium, chromium-driver: the status page in a headless browser (tests/status_page.rs).
+DEB_PACKAGES := bind9-dnsutils bind9 puppet-agent ruby iproute2 chromium chromium-driver
 # dnsperf drives the DNS benchmark; NSD and gdnsd are the references it is compared with.
 BENCH_PACKAGES := dnsperf nsd gdnsd
 

@@ -342,3 +342,266 @@ async fn only_get_and_head_on_the_four_paths() {
 
     d.stop().await;
 }
+
+#[tokio::test]
+async fn the_page_is_self_contained() {
+    let cfg = BASE_CONFIG.replace("registry = \"{dir}/masters.toml\"", "registry = \"{dir}/masters.toml\"\nmetrics = \"127.0.0.1:0\"");
+    let d = TestDaemon::start_all_up(&cfg, "").await;
+    let a = d.metrics_addr();
+    // The page: no external assets, a strict policy, text rendered as text.
+    let (_, head, page) = get(a, "/").await;
+    assert!(head.contains("Content-Security-Policy: default-src 'none'"), "{head}");
+    let lower = page.to_ascii_lowercase();
+    assert!(!lower.contains("http://") && !lower.contains("https://"), "the page names an external URL");
+    for attr in ["src=", "href=", "url(", "@import", "<link", "<iframe", "<object", "<embed"] {
+        assert!(!lower.contains(attr), "the page uses {attr}");
+    }
+    assert!(lower.contains("<meta name=\"viewport\""), "a viewport for phones");
+    assert!(page.contains("api/v1/status"), "the page polls the JSON");
+    assert!(!page.contains("innerHTML") && !page.contains("outerHTML") && !page.contains("insertAdjacentHTML"), "untrusted text as HTML");
+    assert!(!page.contains("eval(") && !page.contains("document.write"), "no eval or document.write");
+    d.stop().await;
+}
+
+// ---------------------------------------------------------------------------
+// The page in headless Chromium, driven over chromedriver's W3C WebDriver
+// HTTP API.
+
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// chromedriver on a free loopback port, killed on drop.
+struct Driver {
+    child: std::process::Child,
+    base: String,
+    http: reqwest::Client,
+    _profile: tempfile::TempDir,
+    session: Option<String>,
+}
+
+impl Driver {
+    async fn start() -> Driver {
+        for path in [CHROMEDRIVER, CHROMIUM] {
+            assert!(
+                std::path::Path::new(path).exists(),
+                "{path} is missing: run `make deps` (installs the Debian packages chromium and chromium-driver) to run the status page's browser test"
+            );
+        }
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            let log = std::fs::File::create(format!("{}/chromedriver.log", env!("CARGO_TARGET_TMPDIR"))).unwrap();
+            let child = std::process::Command::new(CHROMEDRIVER)
+                .arg(format!("--port={port}"))
+                .stdout(std::process::Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("chromedriver starts");
+            let mut d = Driver {
+                child,
+                base: format!("http://127.0.0.1:{port}"),
+                http: http.clone(),
+                _profile: tempfile::tempdir().unwrap(),
+                session: None,
+            };
+            let t0 = Instant::now();
+            while t0.elapsed() < Duration::from_secs(10) {
+                if let Ok(r) = d.http.get(format!("{}/status", d.base)).send().await
+                    && r.status().is_success()
+                {
+                    d.new_session().await;
+                    return d;
+                }
+                if d.child.try_wait().unwrap().is_some() {
+                    break; // the port was taken meanwhile: try another
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        panic!("chromedriver did not start (see {}/chromedriver.log)", env!("CARGO_TARGET_TMPDIR"));
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.http.request(method.clone(), &url);
+        if let Some(b) = body {
+            req = req.header("Content-Type", "application/json").body(b.to_string());
+        }
+        let resp = req.send().await.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        let v: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{method} {path}: not JSON: {text}"));
+        assert!(status.is_success(), "{method} {path}: {status}: {text}");
+        v["value"].clone()
+    }
+
+    fn path(&self, rest: &str) -> String {
+        format!("/session/{}{rest}", self.session.as_deref().expect("a session"))
+    }
+
+    async fn new_session(&mut self) {
+        let profile = self._profile.path().display().to_string();
+        let caps = serde_json::json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": CHROMIUM,
+                "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    "--disable-dev-shm-usage", "--window-size=1280,1800", format!("--user-data-dir={profile}")]
+            }
+        }}});
+        let v = self.call(reqwest::Method::POST, "/session", Some(caps)).await;
+        self.session = Some(v["sessionId"].as_str().expect("a session id").to_string());
+    }
+
+    async fn goto(&self, url: &str) {
+        self.call(reqwest::Method::POST, &self.path("/url"), Some(serde_json::json!({ "url": url }))).await;
+    }
+
+    async fn js(&self, script: &str) -> Value {
+        self.call(reqwest::Method::POST, &self.path("/execute/sync"), Some(serde_json::json!({ "script": script, "args": [] }))).await
+    }
+
+    async fn window(&self, width: u32, height: u32) {
+        self.call(reqwest::Method::POST, &self.path("/window/rect"), Some(serde_json::json!({ "width": width, "height": height }))).await;
+    }
+
+    /// Saves a screenshot (PNG) under target/; returns its width in pixels.
+    async fn screenshot(&self, name: &str) -> u32 {
+        let b64 = self.call(reqwest::Method::GET, &self.path("/screenshot"), None).await;
+        let png = data_encoding::BASE64.decode(b64.as_str().expect("base64").as_bytes()).expect("valid base64");
+        assert_eq!(png.get(..8), Some(&b"\x89PNG\r\n\x1a\n"[..]), "a PNG");
+        let path = format!("{}/{name}", env!("CARGO_TARGET_TMPDIR"));
+        std::fs::write(&path, &png).unwrap();
+        eprintln!("screenshot: {path}");
+        u32::from_be_bytes(png[16..20].try_into().unwrap())
+    }
+
+    /// Polls `script` (returning a string) until `ok` holds; returns the last value.
+    async fn until(&self, what: &str, limit: Duration, script: &str, ok: impl Fn(&str) -> bool) -> (String, Duration) {
+        let t0 = Instant::now();
+        loop {
+            let v = self.js(script).await;
+            let s = v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
+            if ok(&s) {
+                return (s, t0.elapsed());
+            }
+            let text = self.js("return document.body.innerText").await;
+            assert!(
+                t0.elapsed() < limit,
+                "{what}: not shown after {limit:?}; last {s:?}; page text:\n{}",
+                text.as_str().unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        if let Some(s) = &self.session {
+            // Best effort: ends Chromium; chromedriver is killed anyway.
+            let url = format!("{}/session/{s}", self.base);
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                rt.block_on(async { reqwest::Client::new().delete(url).timeout(Duration::from_secs(5)).send().await.ok() })
+            })
+            .join();
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// State and reason shown in the masters table for (master, role).
+fn row_script(master: &str, role: &str) -> String {
+    format!(
+        "var r = document.querySelector('tr[data-master=\"{master}\"][data-role=\"{role}\"]'); \
+         return r ? r.getAttribute('data-state') + ' | ' + r.innerText.replace(/\\s+/g, ' ') : 'no row';"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_shows_a_master_going_down_without_a_reload() {
+    let e = Estate::start("").await;
+    doc_until(e.addr(), "every master up", all_up).await;
+    let b = Driver::start().await;
+    b.goto(&format!("http://{}/", e.addr())).await;
+    let pm2 = format!("{PM2}:{}", e.pm2.port);
+    let (row, took) = b.until("pm2 up", LIMIT, &row_script(&pm2, "puppet"), |s| s.starts_with("up |")).await;
+    eprintln!("page rendered pm2 up after {took:?}: {row}");
+    assert!(row.contains("HTTP 200") && row.contains("dc1"), "{row}");
+    let text = b.js("return document.body.innerText").await;
+    // innerText follows CSS (card labels are upper case): compare without case.
+    let text = text.as_str().unwrap().to_lowercase();
+    for want in [
+        "Answers per site",
+        "site dc1",
+        "_x-puppet._tcp.dc1.puppet.example.test.",
+        "Active CA",
+        PM1,
+        PM3,
+        "Secondaries (NOTIFY)",
+        "updated",
+    ] {
+        assert!(text.contains(&want.to_lowercase()), "page lacks {want:?}:\n{text}");
+    }
+    // dc1's puppet answer, in DNS order, on the page.
+    let order = b
+        .js("var d = document.querySelector('details[data-site=\"dc1\"] table'); \
+             return Array.from(d.querySelectorAll('tbody tr')).map(function (r) { return r.lastChild.textContent; }).join(',');")
+        .await;
+    assert_eq!(order.as_str().unwrap(), format!("{PM1},{PM2},{PM3}"));
+    let verdicts = b
+        .js("var d = document.querySelector('details[data-site=\"dc1\"]'); \
+             return Array.from(d.querySelectorAll('tr[data-master]')).slice(0, 3).map(function (r) { \
+               return r.getAttribute('data-in') + ' ' + r.querySelector('.badge').textContent; }).join(',');")
+        .await;
+    assert_eq!(verdicts.as_str().unwrap(), "1 in,1 in,1 in", "dc1's puppet masters are all in");
+    assert_eq!(b.js("return getComputedStyle(document.getElementById('error')).display").await, "none");
+    let width = b.screenshot("status-page.png").await;
+    assert!(width >= 1000, "desktop screenshot {width} px wide");
+
+    // pm2 crashes; the same page (no reload: the marker survives) shows it down.
+    b.js("window.srvdTestMarker = 42; return 1").await;
+    e.pm2.set(Behaviour::Refuse).await;
+    let (row, took) = b.until("pm2 down", LIMIT, &row_script(&pm2, "puppet"), |s| s.starts_with("down |")).await;
+    eprintln!("page showed pm2 down {took:?} after its listener closed: {row}");
+    assert!(row.contains("connection refused"), "{row}");
+    assert_eq!(b.js("return window.srvdTestMarker").await, 42, "the page was not reloaded");
+    let verdict = b.js(&format!("var r = document.querySelector('details[data-site=\"dc1\"] tr[data-master=\"{pm2}\"]'); return r.getAttribute('data-in') + ' ' + r.innerText;")).await;
+    let verdict = verdict.as_str().unwrap();
+    assert!(verdict.starts_with("0 ") && verdict.contains("down: connection refused"), "{verdict}");
+    // The colour says it too.
+    let colour = b
+        .js(&format!(
+            "return getComputedStyle(document.querySelector('tr[data-master=\"{pm2}\"][data-role=\"puppet\"] .badge')).backgroundColor"
+        ))
+        .await;
+    let up_colour = b
+        .js(&format!(
+            "return getComputedStyle(document.querySelector('tr[data-master=\"{PM1}:{}\"][data-role=\"puppet\"] .badge')).backgroundColor",
+            e.pm1.port
+        ))
+        .await;
+    assert_ne!(colour, up_colour, "down and up look different");
+    b.screenshot("status-page-down.png").await;
+
+    // A phone: the tables turn into labelled cards, nothing wider than the screen.
+    b.window(390, 844).await;
+    let overflow = b.js("return document.documentElement.scrollWidth - document.documentElement.clientWidth").await;
+    assert!(overflow.as_i64().unwrap() <= 0, "the page scrolls sideways on a phone: {overflow}");
+    let label = b.js("return getComputedStyle(document.querySelector('tbody td'), '::before').content").await;
+    assert_ne!(label, "none", "cells are labelled on a phone");
+    let width = b.screenshot("status-page-phone.png").await;
+    assert!(width < 1000, "phone screenshot {width} px wide");
+    b.js(&format!("document.querySelector('tr[data-master=\"{pm2}\"][data-role=\"puppet\"]').scrollIntoView(); return 1")).await;
+    b.screenshot("status-page-phone-masters.png").await;
+
+    // srvd goes away: the page says it cannot update.
+    e.d.stop().await;
+    let (err, _) =
+        b.until("the polling error", LIMIT, "return document.getElementById('error').innerText", |s| s.contains("Cannot update")).await;
+    assert!(err.contains("showing data from"), "{err}");
+    b.screenshot("status-page-error.png").await;
+}
