@@ -278,3 +278,28 @@ pub async fn notify_once(
         return Ok(());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_board_follows_sends_acks_errors_and_reloads() {
+        let b = NotifyStatus::new();
+        let (s1, s2): (SocketAddr, SocketAddr) = ("127.0.0.1:53".parse().unwrap(), "[::1]:5353".parse().unwrap());
+        b.keep(&[s1, s2]);
+        assert!(b.snapshot().iter().all(|n| n.in_sync() && n.sent_serial.is_none()));
+        b.sent(s1, 7, 1);
+        b.failed(s1, &NotifyError::Timeout(FIRST_TIMEOUT));
+        b.sent(s1, 7, 2);
+        let n = b.snapshot().into_iter().find(|n| n.secondary == "127.0.0.1:53").unwrap();
+        assert_eq!((n.sent_serial, n.attempts, n.acked_serial, n.in_sync()), (Some(7), 2, None, false));
+        assert_eq!(n.last_error.as_deref(), Some("no answer within 1s"));
+        b.acked(s1, 7);
+        let n = b.snapshot().into_iter().find(|n| n.secondary == "127.0.0.1:53").unwrap();
+        assert_eq!((n.acked_serial, n.last_error.as_deref(), n.in_sync()), (Some(7), None, true));
+        // A reload drops a secondary: it leaves the board.
+        b.keep(&[s2]);
+        assert_eq!(b.snapshot().iter().map(|n| n.secondary.as_str()).collect::<Vec<_>>(), ["[::1]:5353"]);
+    }
+}

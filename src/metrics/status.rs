@@ -145,8 +145,9 @@ pub fn document(s: &Sources) -> StatusDoc {
     }
 }
 
-/// The document as JSON.
+/// The document as JSON (compact: the page fetches it every 2 s, and its
+/// size grows with sites x masters).
 pub fn render_json(s: &Sources) -> String {
     // Serialising plain structs of strings and numbers does not fail.
-    serde_json::to_string_pretty(&document(s)).unwrap_or_else(|e| format!("{{\"error\":{:?}}}", e.to_string()))
+    serde_json::to_string(&document(s)).unwrap_or_else(|e| format!("{{\"error\":{:?}}}", e.to_string()))
 }
