@@ -121,7 +121,7 @@ pub fn spawn(listener: TcpListener, sources: Arc<Sources>, tracker: &TaskTracker
                 tokio::select! {
                     _ = shutdown.cancelled() => {}
                     _ = kill.cancelled() => tracing::debug!(%peer, "metrics: connection closed to make room"),
-                    r = serve(stream, &sources, &guard) => {
+                    r = serve(stream, sources, &guard) => {
                         if let Err(e) = r {
                             tracing::debug!(%peer, error = %e, "metrics: connection error");
                         }
@@ -133,7 +133,7 @@ pub fn spawn(listener: TcpListener, sources: Arc<Sources>, tracker: &TaskTracker
     });
 }
 
-async fn serve(mut stream: TcpStream, sources: &Sources, guard: &ConnGuard) -> std::io::Result<()> {
+async fn serve(mut stream: TcpStream, sources: Arc<Sources>, guard: &ConnGuard) -> std::io::Result<()> {
     let mut head = Vec::new();
     let read_head = async {
         let mut buf = [0u8; 1024];
@@ -159,7 +159,17 @@ async fn serve(mut stream: TcpStream, sources: &Sources, guard: &ConnGuard) -> s
     guard.set_idle(false);
     let (reply, head_only) = match complete.then(|| parse_request_line(&head)).flatten() {
         None => (Reply::new("400 Bad Request", TEXT, "bad request\n"), false),
-        Some((method, path)) => (route(method, path, sources), method == "HEAD"),
+        Some((method, path)) => {
+            let head_only = method == "HEAD";
+            // Building the answer walks the registry and the answers (a
+            // large estate makes a large status document): off the runtime.
+            let (method, path) = (method.to_string(), path.to_string());
+            let reply = tokio::task::spawn_blocking(move || route(&method, &path, &sources)).await.unwrap_or_else(|e| {
+                tracing::error!(error = %e, "metrics: building an answer failed");
+                Reply::new("500 Internal Server Error", TEXT, "internal error\n")
+            });
+            (reply, head_only)
+        }
     };
     let mut out = format!(
         "HTTP/1.1 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
