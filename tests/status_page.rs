@@ -166,10 +166,12 @@ async fn answers_match_dns(e: &Estate) {
     }
 }
 
+/// Every master and role up, and srvd serving (its UDP workers run).
 fn all_up(doc: &Value) -> bool {
-    [(PM1, "puppet"), (PM1, "ca"), (PM2, "puppet"), (PM3, "puppet"), (PM3, "ca"), (PM3, "report")]
-        .iter()
-        .all(|(h, r)| state(doc, h, r) == "up" && role(doc, h, r)["last_check"]["ok"] == true)
+    doc["serving"]["ok"] == true
+        && [(PM1, "puppet"), (PM1, "ca"), (PM2, "puppet"), (PM3, "puppet"), (PM3, "ca"), (PM3, "report")]
+            .iter()
+            .all(|(h, r)| state(doc, h, r) == "up" && role(doc, h, r)["last_check"]["ok"] == true)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -284,7 +286,17 @@ async fn healthz_is_200_while_serving_and_503_once_a_stop_began() {
     let cfg = BASE_CONFIG.replace("registry = \"{dir}/masters.toml\"", "registry = \"{dir}/masters.toml\"\nmetrics = \"127.0.0.1:0\"");
     let d = TestDaemon::start_all_up(&cfg, "").await;
     let a = d.metrics_addr();
-    let (code, head, body) = get(a, "/healthz").await;
+    // Right after start the UDP worker threads may not run yet: 503 until they do.
+    let t0 = Instant::now();
+    let (code, head, body) = loop {
+        let (code, head, body) = get(a, "/healthz").await;
+        if code == 200 {
+            break (code, head, body);
+        }
+        assert_eq!(body, "not serving: no UDP worker is answering DNS queries\n");
+        assert!(t0.elapsed() < LIMIT, "still {code} {body}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
     assert_eq!((code, body.clone()), (200, format!("ok serial {}\n", d.serial())), "{head}");
     assert!(head.contains("Cache-Control: no-store"), "{head}");
     let (code, _, body) = http(a, "HEAD /healthz HTTP/1.1\r\n\r\n").await;
@@ -312,6 +324,7 @@ async fn only_get_and_head_on_the_four_paths() {
     let cfg = BASE_CONFIG.replace("registry = \"{dir}/masters.toml\"", "registry = \"{dir}/masters.toml\"\nmetrics = \"127.0.0.1:0\"");
     let d = TestDaemon::start_all_up(&cfg, "").await;
     let a = d.metrics_addr();
+    doc_until(a, "serving", |d| d["serving"]["ok"] == true).await;
     for (path, ctype) in [
         ("/", "text/html"),
         ("/?x=1", "text/html"),
