@@ -76,6 +76,9 @@ struct Tasks {
     changes: TaskTracker,
     /// (name, tasks): the DNS side (and any task spawned on the general tracker), health, control, notify, metrics.
     groups: Vec<(&'static str, TaskTracker)>,
+    /// Stops the last group (the metrics listener), which keeps answering
+    /// during a stop (`/healthz` says 503 then) until the others stopped.
+    stop_last: CancellationToken,
 }
 
 impl Tasks {
@@ -93,11 +96,16 @@ impl Tasks {
             tracing::error!(changes = self.changes.len(), deadline = ?CHANGE_DEADLINE, "srvctl changes still not written; exiting anyway");
         }
         let all = async {
-            for (_, t) in &self.groups {
+            for (i, (_, t)) in self.groups.iter().enumerate() {
+                if i + 1 == self.groups.len() {
+                    self.stop_last.cancel();
+                }
                 t.wait().await;
             }
         };
-        if tokio::time::timeout_at(begun + SHUTDOWN_DEADLINE, all).await.is_err() {
+        let in_time = tokio::time::timeout_at(begun + SHUTDOWN_DEADLINE, all).await.is_ok();
+        self.stop_last.cancel();
+        if !in_time {
             let left: Vec<String> =
                 self.groups.iter().filter(|(_, t)| !t.is_empty()).map(|(n, t)| format!("{n}: {} tasks", t.len())).collect();
             tracing::warn!(deadline = ?SHUTDOWN_DEADLINE, still_running = %left.join(", "), "tasks did not stop in time; exiting anyway");
@@ -169,6 +177,9 @@ pub async fn start_with(
     let health_opts = crate::health::Options { factory, stored, jitter: crate::health::DEFAULT_JITTER };
     let (health_tasks, control_tasks, changes, notify_tasks, metrics_tasks) =
         (TaskTracker::new(), TaskTracker::new(), TaskTracker::new(), TaskTracker::new(), TaskTracker::new());
+    // The metrics listener stops last (see Tasks::stop_last): during a stop
+    // it answers /healthz with 503 until the DNS side has stopped.
+    let metrics_stop = CancellationToken::new();
     let health_board = crate::health::spawn(publisher.clone(), health_opts, &health_tasks, shutdown.clone());
     let control_socket = control::server::bind(&cfg.server.control_socket)?;
     let control = Control::new(publisher.clone());
@@ -179,17 +190,24 @@ pub async fn start_with(
     let served = crate::dns::served::ServedZone::attach(&publisher);
     let masters = publisher.lock().inputs.registry.masters.len();
     server::spawn(sockets, served, dns_stats.clone(), &cfg.server.tcp, masters, &tracker, shutdown.clone());
-    crate::dns::notify::spawn(publisher.clone(), dns_addrs.clone(), &notify_tasks, shutdown.clone());
+    let notify_status = crate::dns::notify::NotifyStatus::new();
+    crate::dns::notify::spawn(publisher.clone(), dns_addrs.clone(), notify_status.clone(), &notify_tasks, shutdown.clone());
     if let Some(listener) = metrics_listener {
-        let sources =
-            metrics::Sources { publisher: publisher.clone(), dns: dns_stats, health: health_board.clone(), control: control.clone() };
-        metrics::http::spawn(listener, Arc::new(sources), &metrics_tasks, shutdown.clone());
-        tracing::info!(addr = ?metrics_addr, "serving metrics at /metrics");
+        let sources = metrics::Sources {
+            publisher: publisher.clone(),
+            dns: dns_stats,
+            health: health_board.clone(),
+            control: control.clone(),
+            notify: notify_status,
+            shutdown: shutdown.clone(),
+        };
+        metrics::http::spawn(listener, Arc::new(sources), &metrics_tasks, metrics_stop.clone());
+        tracing::info!(addr = ?metrics_addr, "serving metrics at /metrics, the status page at /, /healthz");
     }
     tracing::info!(zone = %cfg.zone.origin, serial = publisher.snapshot().serial, addrs = ?dns_addrs, "serving");
     let groups =
         vec![("dns", tracker), ("health", health_tasks), ("control", control_tasks), ("notify", notify_tasks), ("metrics", metrics_tasks)];
-    let tasks = Tasks { changes, groups };
+    let tasks = Tasks { changes, groups, stop_last: metrics_stop };
     Ok(Running { publisher, dns_addrs, metrics_addr, shutdown, control, health: health_board, tasks })
 }
 
@@ -270,18 +288,24 @@ mod tests {
         changes.spawn(tokio::time::sleep(Duration::from_secs(7)));
         stuck.spawn(std::future::pending::<()>());
         done.spawn(tokio::time::sleep(Duration::from_millis(10)));
-        let tasks = Tasks { changes: changes.clone(), groups: vec![("done", done.clone()), ("stuck", stuck.clone())] };
+        let stop_last = CancellationToken::new();
+        let tasks = Tasks {
+            changes: changes.clone(),
+            groups: vec![("done", done.clone()), ("stuck", stuck.clone())],
+            stop_last: stop_last.clone(),
+        };
         let begun = Instant::now();
         tasks.wait(begun).await;
         assert_eq!(begun.elapsed(), Duration::from_secs(7));
         assert!(changes.is_empty() && done.is_empty());
         assert_eq!(stuck.len(), 1);
+        assert!(stop_last.is_cancelled(), "the last group is stopped even when the others overran");
 
         // A quick change: the stuck task gets until the deadline, no more.
         let (changes, stuck) = (TaskTracker::new(), TaskTracker::new());
         changes.spawn(tokio::time::sleep(Duration::from_secs(1)));
         stuck.spawn(std::future::pending::<()>());
-        let tasks = Tasks { changes, groups: vec![("stuck", stuck)] };
+        let tasks = Tasks { changes, groups: vec![("stuck", stuck)], stop_last: CancellationToken::new() };
         let begun = Instant::now();
         tasks.wait(begun).await;
         assert_eq!(begun.elapsed(), SHUTDOWN_DEADLINE);

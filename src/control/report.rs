@@ -61,7 +61,8 @@ impl Control {
         }
     }
 
-    pub(super) fn status(&self) -> StatusReport {
+    /// Every master and role with its health, the serial and the serial store (`srvctl status`).
+    pub fn status(&self) -> StatusReport {
         let snap = self.publisher.snapshot();
         let (ttl, keys) = {
             let core = self.publisher.lock();
@@ -124,7 +125,8 @@ impl Control {
         })
     }
 
-    pub(super) fn explain(&self, site: Option<&str>) -> Result<ExplainReport, Failure> {
+    /// Every published name (of `site`, or all) with its records and why each master is in or out (`srvctl explain`).
+    pub fn explain(&self, site: Option<&str>) -> Result<ExplainReport, Failure> {
         let snap = self.publisher.snapshot();
         let core = self.publisher.lock();
         let config = core.inputs.config.clone();

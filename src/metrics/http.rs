@@ -1,6 +1,12 @@
-//! A minimal HTTP/1.1 responder for the metrics endpoint: one request per
-//! connection, `GET` (or `HEAD`) `/metrics` answers 200 with the text
-//! format, any other request 404, garbage 400; then the connection closes.
+//! A minimal HTTP/1.1 responder for the `server.metrics` listener: one
+//! request per connection, then the connection closes. `GET` (or `HEAD`):
+//!
+//! - `/metrics`: the Prometheus text format
+//! - `/`: the status page (one self-contained HTML file, `status.html`)
+//! - `/api/v1/status`: the status page's data, JSON ([`super::status`])
+//! - `/healthz`: 200 while srvd serves the zone, 503 otherwise
+//!
+//! Any other path is 404, another method on these paths 405, garbage 400.
 //! Small on purpose: no keep-alive, no chunking, no request bodies.
 
 use std::sync::Arc;
@@ -11,7 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{Sources, render};
+use super::{Sources, render, status};
 use crate::dns::server::conns::{ConnGuard, ConnTable};
 use crate::dns::stats::ConnCounters;
 
@@ -30,6 +36,61 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// The `Content-Type` of the Prometheus text format served at `/metrics`.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+const TEXT: &str = "text/plain; charset=utf-8";
+const JSON: &str = "application/json";
+const HTML: &str = "text/html; charset=utf-8";
+
+/// The status page: HTML, CSS and JS in one file, no external assets.
+pub const STATUS_PAGE: &str = include_str!("status.html");
+/// The page may run its own inline script and style and fetch from this
+/// listener, nothing else (a second guard against external assets).
+const PAGE_POLICY: &str = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/// The paths served; anything else is 404.
+const PATHS: [&str; 4] = ["/", "/metrics", "/api/v1/status", "/healthz"];
+
+/// One answer: status line, content type, extra headers, body.
+struct Reply {
+    status: &'static str,
+    content_type: &'static str,
+    headers: Vec<(&'static str, &'static str)>,
+    body: String,
+}
+
+impl Reply {
+    fn new(status: &'static str, content_type: &'static str, body: impl Into<String>) -> Reply {
+        Reply { status, content_type, headers: Vec::new(), body: body.into() }
+    }
+
+    fn header(mut self, name: &'static str, value: &'static str) -> Reply {
+        self.headers.push((name, value));
+        self
+    }
+}
+
+/// Answers a GET (HEAD is answered the same, without the body).
+fn route(method: &str, path: &str, sources: &Sources) -> Reply {
+    if !PATHS.contains(&path) {
+        return Reply::new("404 Not Found", TEXT, "not found; served here: / (status page), /api/v1/status, /healthz, /metrics\n");
+    }
+    if method != "GET" && method != "HEAD" {
+        return Reply::new("405 Method Not Allowed", TEXT, "method not allowed; only GET and HEAD\n").header("Allow", "GET, HEAD");
+    }
+    match path {
+        "/metrics" => Reply::new("200 OK", CONTENT_TYPE, render(sources)),
+        "/api/v1/status" => Reply::new("200 OK", JSON, status::render_json(sources)).header("Cache-Control", "no-store"),
+        "/healthz" => match status::healthz(sources) {
+            Ok(serial) => Reply::new("200 OK", TEXT, format!("ok serial {serial}\n")),
+            Err(e) => Reply::new("503 Service Unavailable", TEXT, format!("not serving: {e}\n")),
+        }
+        .header("Cache-Control", "no-store"),
+        _ => Reply::new("200 OK", HTML, STATUS_PAGE)
+            .header("Content-Security-Policy", PAGE_POLICY)
+            .header("X-Content-Type-Options", "nosniff")
+            .header("Referrer-Policy", "no-referrer")
+            .header("Cache-Control", "no-cache"),
+    }
+}
 
 /// Serves `listener` until `shutdown`; every connection is a tracked task.
 pub fn spawn(listener: TcpListener, sources: Arc<Sources>, tracker: &TaskTracker, shutdown: CancellationToken) {
@@ -61,7 +122,7 @@ pub fn spawn(listener: TcpListener, sources: Arc<Sources>, tracker: &TaskTracker
                 tokio::select! {
                     _ = shutdown.cancelled() => {}
                     _ = kill.cancelled() => tracing::debug!(%peer, "metrics: connection closed to make room"),
-                    r = serve(stream, &sources, &guard) => {
+                    r = serve(stream, sources, &guard) => {
                         if let Err(e) = r {
                             tracing::debug!(%peer, error = %e, "metrics: connection error");
                         }
@@ -73,7 +134,7 @@ pub fn spawn(listener: TcpListener, sources: Arc<Sources>, tracker: &TaskTracker
     });
 }
 
-async fn serve(mut stream: TcpStream, sources: &Sources, guard: &ConnGuard) -> std::io::Result<()> {
+async fn serve(mut stream: TcpStream, sources: Arc<Sources>, guard: &ConnGuard) -> std::io::Result<()> {
     let mut head = Vec::new();
     let read_head = async {
         let mut buf = [0u8; 1024];
@@ -97,20 +158,36 @@ async fn serve(mut stream: TcpStream, sources: &Sources, guard: &ConnGuard) -> s
     };
     // From here on the connection is busy: not the first to be evicted.
     guard.set_idle(false);
-    let (status, body, head_only) = match complete.then(|| parse_request_line(&head)).flatten() {
-        None => ("400 Bad Request", "bad request\n".to_string(), false),
-        Some((method, path)) => match (method, path) {
-            ("GET", "/metrics") => ("200 OK", render(sources), false),
-            ("HEAD", "/metrics") => ("200 OK", render(sources), true),
-            _ => ("404 Not Found", "not found; metrics are at /metrics\n".to_string(), method == "HEAD"),
-        },
+    let (reply, head_only) = match complete.then(|| parse_request_line(&head)).flatten() {
+        None => (Reply::new("400 Bad Request", TEXT, "bad request\n"), false),
+        Some((method, path)) => {
+            let head_only = method == "HEAD";
+            // Building the answer walks the registry and the answers (a
+            // large estate makes a large status document): off the runtime.
+            let (method, path) = (method.to_string(), path.to_string());
+            let reply = tokio::task::spawn_blocking(move || route(&method, &path, &sources)).await.unwrap_or_else(|e| {
+                tracing::error!(error = %e, "metrics: building an answer failed");
+                Reply::new("500 Internal Server Error", TEXT, "internal error\n")
+            });
+            (reply, head_only)
+        }
     };
-    let content_type = if status.starts_with("200") { CONTENT_TYPE } else { "text/plain; charset=utf-8" };
-    let mut out =
-        format!("HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len())
-            .into_bytes();
+    let mut out = format!(
+        "HTTP/1.1 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        reply.status,
+        reply.content_type,
+        reply.body.len()
+    );
+    for (name, value) in &reply.headers {
+        out.push_str(name);
+        out.push_str(": ");
+        out.push_str(value);
+        out.push_str("\r\n");
+    }
+    out.push_str("\r\n");
+    let mut out = out.into_bytes();
     if !head_only {
-        out.extend_from_slice(body.as_bytes());
+        out.extend_from_slice(reply.body.as_bytes());
     }
     tokio::time::timeout(WRITE_TIMEOUT, async {
         stream.write_all(&out).await?;

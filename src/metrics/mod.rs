@@ -1,5 +1,7 @@
 //! Prometheus metrics (`server.metrics = "addr:port"`): `GET /metrics` in
-//! the text exposition format over plain HTTP, see docs/metrics.md.
+//! the text exposition format over plain HTTP, see docs/metrics.md. The
+//! same listener serves the status page (`GET /`, [`status`]'s JSON at
+//! `/api/v1/status`) and `GET /healthz`.
 //!
 //! ```text
 //!  UDP workers / TCP handler ── counters::DnsStats (sharded relaxed atomics)
@@ -13,18 +15,21 @@
 //! live structures, so the hot DNS path only ever increments counters.
 
 pub mod http;
+pub mod status;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
 use crate::control::Control;
+use crate::dns::notify::NotifyStatus;
 use crate::dns::stats::{CloseReason, DnsStats, Outcome, Path, TRANSPORTS, transport_str};
 use crate::health::HealthBoard;
 use crate::health::{Health, health_of};
 use crate::input::registry::Role;
 use crate::zone::publish::Publisher;
 use std::sync::atomic::Ordering::Relaxed;
+use tokio_util::sync::CancellationToken;
 
 /// Everything a scrape reads.
 pub struct Sources {
@@ -36,6 +41,10 @@ pub struct Sources {
     pub health: Arc<HealthBoard>,
     /// Reload and srvctl counters.
     pub control: Arc<Control>,
+    /// What NOTIFY did for each secondary.
+    pub notify: Arc<NotifyStatus>,
+    /// srvd's shutdown token: once it fires, `/healthz` says 503.
+    pub shutdown: CancellationToken,
 }
 
 /// The states `srvd_masters` reports, as in `srvctl status`.
@@ -188,6 +197,27 @@ pub fn render(s: &Sources) -> String {
     for (master, site, _, _, drained) in &rows {
         if seen.insert(master) {
             o.sample("srvd_master_drained", &[("master", master), ("site", site)], u8::from(*drained));
+        }
+    }
+
+    // NOTIFY (only with secondaries to notify: a family needs a sample)
+    let notify = s.notify.snapshot();
+    if !notify.is_empty() {
+        o.family("srvd_notify_sent_serial", "gauge", "Serial of the last NOTIFY sent to the secondary (0: none sent yet).");
+        for n in &notify {
+            o.sample("srvd_notify_sent_serial", &[("secondary", &n.secondary)], n.sent_serial.unwrap_or(0));
+        }
+        o.family("srvd_notify_acked_serial", "gauge", "Highest serial the secondary acknowledged a NOTIFY for since start (0: none yet).");
+        for n in &notify {
+            o.sample("srvd_notify_acked_serial", &[("secondary", &n.secondary)], n.acked_serial.unwrap_or(0));
+        }
+        o.family(
+            "srvd_notify_in_sync",
+            "gauge",
+            "1 if the secondary acknowledged the last serial sent to it (or none was sent yet), else 0.",
+        );
+        for n in &notify {
+            o.sample("srvd_notify_in_sync", &[("secondary", &n.secondary)], u8::from(n.in_sync()));
         }
     }
 

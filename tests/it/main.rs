@@ -31,5 +31,6 @@ mod policy;
 mod puppet_agent;
 mod puppet_agent_run;
 mod state_files;
+mod status_page;
 mod transport_panics;
 mod xfr;

@@ -243,7 +243,7 @@ async fn health_transitions_serial_and_reloads_are_reflected() {
 }
 
 #[tokio::test]
-async fn only_get_metrics_is_served() {
+async fn only_get_and_head_are_served() {
     let d = TestDaemon::start_all_up(&config(""), "").await;
     let a = d.metrics_addr();
     assert!(a.ip().is_loopback() && a.port() != 0);
@@ -254,10 +254,11 @@ async fn only_get_metrics_is_served() {
     assert!(head.contains(&format!("Content-Length: {}", body.len())), "{head}");
     assert_eq!(get(a, "/metrics?name[]=srvd_zone_serial").await.0, 200, "query strings are ignored");
 
-    for path in ["/", "/metrics/", "/metricsx", "/favicon.ico"] {
+    for path in ["/metrics/", "/metricsx", "/favicon.ico"] {
         assert_eq!(get(a, path).await.0, 404, "{path}");
     }
-    assert_eq!(http(a, "POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n").await.0, 404);
+    // Only GET and HEAD (the status page's routes: tests/status_page.rs).
+    assert_eq!(http(a, "POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n").await.0, 405);
     let (status, _, body) = http(a, "HEAD /metrics HTTP/1.1\r\n\r\n").await;
     assert_eq!((status, body.as_str()), (200, ""));
     assert_eq!(http(a, "hello\r\n\r\n").await.0, 400);
