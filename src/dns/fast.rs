@@ -3,11 +3,14 @@
 //! (name, type) when a snapshot is built — by the general code in `dns`, so
 //! both paths give the same answer — and at query time only the ID, the RD/CD
 //! bits, the question (client's case and type) and an OPT record (with the
-//! request's DO bit) are patched in.
+//! request's DO bit) are patched in. A missing name inside the zone gets
+//! NXDOMAIN from one template too: the question as sent and the negative
+//! SOA, whose owner is a compression pointer to the origin in the question
+//! (the same message as the general path's, compressed differently).
 //!
-//! Anything else (missing names, ANY, transfers, odd flags, EDNS options we
-//! would have to echo, a response that would need truncation) returns `None`
-//! and goes through [`crate::dns::reply`].
+//! Anything else (names outside the zone, ANY, transfers, odd flags, EDNS
+//! options we would have to echo, a response that would need truncation)
+//! returns `None` and goes through [`crate::dns::reply`].
 
 use std::collections::HashMap;
 
@@ -28,12 +31,59 @@ struct FastNode {
     by_type: Vec<(u16, Template)>,
     /// NODATA (SOA in authority) for any type the name does not have.
     nodata: Option<Template>,
+    /// Types the name has that are left to the general path.
+    general: Vec<u16>,
 }
 
 /// Pre-encoded answers of one snapshot, keyed by lowercase wire-format name.
 #[derive(Debug, Clone, Default)]
 pub struct FastZone {
     names: HashMap<Vec<u8>, FastNode>,
+    nx: Option<NxTemplate>,
+}
+
+/// The NXDOMAIN answer for names in the zone that do not exist: the
+/// negative SOA, whose owner (the origin) is a compression pointer into the
+/// question, so one template serves every missing name.
+#[derive(Debug, Clone)]
+struct NxTemplate {
+    /// The origin, lowercase wire format.
+    origin: Vec<u8>,
+    /// Header flags (bytes 2-3) of the response, RD/CD clear, RCODE 3.
+    flags: [u8; 2],
+    /// The SOA record after its owner name: type, class, TTL, RDLENGTH,
+    /// RDATA (names uncompressed).
+    soa_tail: Vec<u8>,
+}
+
+/// Wire format of `name` as it is spelled (no lowercasing).
+fn wire_name_as_is(name: &Name, out: &mut Vec<u8>) {
+    for label in name.iter() {
+        out.push(label.len() as u8);
+        out.extend_from_slice(label);
+    }
+    out.push(0);
+}
+
+impl NxTemplate {
+    fn build(snap: &Served) -> Option<NxTemplate> {
+        let soa = &snap.negative_soa;
+        let hickory_proto::rr::RData::SOA(rd) = &soa.data else { return None };
+        let mut rdata = Vec::with_capacity(64);
+        wire_name_as_is(&rd.mname, &mut rdata);
+        wire_name_as_is(&rd.rname, &mut rdata);
+        for v in [rd.serial, rd.refresh as u32, rd.retry as u32, rd.expire as u32, rd.minimum] {
+            rdata.extend_from_slice(&v.to_be_bytes());
+        }
+        let mut soa_tail = Vec::with_capacity(10 + rdata.len());
+        soa_tail.extend_from_slice(&6u16.to_be_bytes());
+        soa_tail.extend_from_slice(&1u16.to_be_bytes());
+        soa_tail.extend_from_slice(&soa.ttl.to_be_bytes());
+        soa_tail.extend_from_slice(&u16::try_from(rdata.len()).ok()?.to_be_bytes());
+        soa_tail.extend_from_slice(&rdata);
+        // QR, AA; RCODE NXDOMAIN.
+        Some(NxTemplate { origin: wire_name(&snap.origin), flags: [0x84, 0x03], soa_tail })
+    }
 }
 
 /// A type no zone holds, used to pre-encode the NODATA response.
@@ -78,6 +128,11 @@ impl FastZone {
                     // A CNAME answers every type; keep it on the general path.
                     continue;
                 }
+                if t == RecordType::SRV && node.get(t).is_some_and(|rs| rs.len() > snap.config.policy.max_srv_records) {
+                    // Answers take a window chosen per query (dns::select_srv).
+                    f.general.push(u16::from(t));
+                    continue;
+                }
                 if let Some(tpl) = template(snap, &name, t) {
                     f.by_type.push((u16::from(t), tpl));
                 }
@@ -87,13 +142,23 @@ impl FastZone {
             }
             names.insert(wire_name(&name), f);
         }
-        FastZone { names }
+        FastZone { names, nx: NxTemplate::build(snap) }
     }
 
     /// Answers `q` from a template, or `None` for the general path.
     /// Every access to `q` is checked: a packet can make this return
     /// `None`, never panic.
     pub fn answer(&self, q: &[u8], transport: Transport) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        self.answer_into(q, transport, &mut out)?;
+        Some(out)
+    }
+
+    /// Like [`FastZone::answer`], writing the response into `out` (cleared
+    /// first), so that a UDP worker reuses one buffer per packet slot
+    /// instead of allocating a reply per packet. On `None`, `out` holds
+    /// nothing meaningful.
+    pub fn answer_into(&self, q: &[u8], transport: Transport, out: &mut Vec<u8>) -> Option<()> {
         let &[id0, id1, flags0, flags1, qd0, qd1, an0, an1, ns0, ns1, ar0, ar1] = q.get(..12)? else {
             return None;
         };
@@ -156,18 +221,19 @@ impl FastZone {
         if i != q.len() {
             return None;
         }
-        let node = self.names.get(lower.get(..n)?)?;
-        let tpl = node.by_type.iter().find(|(t, _)| *t == qtype).map(|(_, t)| t).or(node.nodata.as_ref())?;
-        let limit = match (transport, edns) {
-            (Transport::Tcp, _) => u16::MAX as usize,
-            (Transport::Udp, None) => 512,
-            (Transport::Udp, Some((p, _))) => p.clamp(512, MAX_UDP_PAYLOAD) as usize,
+        let qname = lower.get(..n)?;
+        let tpl = match self.names.get(qname) {
+            Some(node) if node.general.contains(&qtype) => return None,
+            Some(node) => node.by_type.iter().find(|(t, _)| *t == qtype).map(|(_, t)| t).or(node.nodata.as_ref())?,
+            None => return self.nxdomain(q, qname, qname_end, flags0, flags1, edns, transport, out),
         };
+        let limit = size_limit(transport, edns);
         let opt_len = if edns.is_some() { 11 } else { 0 };
         if tpl.bytes.len() + opt_len > limit {
             return None;
         }
-        let mut out = Vec::with_capacity(tpl.bytes.len() + opt_len);
+        out.clear();
+        out.reserve(tpl.bytes.len() + opt_len);
         out.extend_from_slice(&tpl.bytes);
         let hdr: &mut [u8; 12] = out.get_mut(..12)?.try_into().ok()?;
         hdr[0] = id0;
@@ -177,13 +243,77 @@ impl FastZone {
         // The name as sent, and the qtype (the template holds the same name
         // in lowercase, so the same length).
         out.get_mut(12..qname_end + 2)?.copy_from_slice(q.get(12..qname_end + 2)?);
-        if let Some((_, dnssec_ok)) = edns {
-            let ar = u16::from_be_bytes(out.get(10..12)?.try_into().ok()?).checked_add(1)?;
-            out.get_mut(10..12)?.copy_from_slice(&ar.to_be_bytes());
-            out.extend_from_slice(&[0, 0, 41]);
-            out.extend_from_slice(&MAX_UDP_PAYLOAD.to_be_bytes());
-            out.extend_from_slice(&[0, 0, dnssec_ok, 0, 0, 0]);
-        }
-        Some(out)
+        append_opt(out, edns)
     }
+
+    /// NXDOMAIN for `qname` (lowercase wire format, `qname_end` its end in
+    /// `q`) when it lies in the zone: header, the question as sent, the
+    /// negative SOA with its owner pointing at the origin's labels in the
+    /// question. `None` for names outside the zone (REFUSED, general path).
+    #[allow(clippy::too_many_arguments)]
+    fn nxdomain(
+        &self,
+        q: &[u8],
+        qname: &[u8],
+        qname_end: usize,
+        flags0: u8,
+        flags1: u8,
+        edns: Option<(u16, u8)>,
+        transport: Transport,
+        out: &mut Vec<u8>,
+    ) -> Option<()> {
+        let nx = self.nx.as_ref()?;
+        // The offset of the origin's labels in the name, on a label boundary.
+        let mut pos = 0usize;
+        let origin_at = loop {
+            let rest = qname.get(pos..)?;
+            if rest.len() == nx.origin.len() {
+                if rest == nx.origin.as_slice() {
+                    break pos;
+                }
+                return None;
+            }
+            if rest.len() < nx.origin.len() {
+                return None;
+            }
+            pos = pos.checked_add(usize::from(*rest.first()?) + 1)?;
+        };
+        let pointer = u16::try_from(12usize.checked_add(origin_at)?).ok().filter(|p| *p < 0x4000)? | 0xc000;
+        let opt_len = if edns.is_some() { 11 } else { 0 };
+        let len = qname_end + 4 + 2 + nx.soa_tail.len() + opt_len;
+        if len > size_limit(transport, edns) {
+            return None;
+        }
+        out.clear();
+        out.reserve(len);
+        out.extend_from_slice(q.get(..2)?);
+        out.push(nx.flags[0] | (flags0 & 0x01)); // RD
+        out.push(nx.flags[1] | (flags1 & 0x10)); // CD
+        out.extend_from_slice(&[0, 1, 0, 0, 0, 1, 0, 0]);
+        out.extend_from_slice(q.get(12..qname_end + 4)?);
+        out.extend_from_slice(&pointer.to_be_bytes());
+        out.extend_from_slice(&nx.soa_tail);
+        append_opt(out, edns)
+    }
+}
+
+/// The response size limit for a transport and the request's EDNS.
+fn size_limit(transport: Transport, edns: Option<(u16, u8)>) -> usize {
+    match (transport, edns) {
+        (Transport::Tcp, _) => u16::MAX as usize,
+        (Transport::Udp, None) => 512,
+        (Transport::Udp, Some((p, _))) => p.clamp(512, MAX_UDP_PAYLOAD) as usize,
+    }
+}
+
+/// Appends srvd's OPT (with the request's DO bit) when the request had EDNS.
+fn append_opt(out: &mut Vec<u8>, edns: Option<(u16, u8)>) -> Option<()> {
+    if let Some((_, dnssec_ok)) = edns {
+        let ar = u16::from_be_bytes(out.get(10..12)?.try_into().ok()?).checked_add(1)?;
+        out.get_mut(10..12)?.copy_from_slice(&ar.to_be_bytes());
+        out.extend_from_slice(&[0, 0, 41]);
+        out.extend_from_slice(&MAX_UDP_PAYLOAD.to_be_bytes());
+        out.extend_from_slice(&[0, 0, dnssec_ok, 0, 0, 0]);
+    }
+    Some(())
 }

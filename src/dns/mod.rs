@@ -68,28 +68,46 @@ pub struct Reply {
 pub struct Answered {
     /// The wire message to send.
     pub bytes: Vec<u8>,
-    /// Which code built it (fast template or general path), for the `path` label.
-    pub path: Path,
-    /// Its classification, for the `rcode` label.
-    pub outcome: Outcome,
-    /// Whether TC is set (it did not fit the UDP limit).
-    pub truncated: bool,
+    /// How to count it.
+    pub how: HowAnswered,
 }
 
 /// Answers one raw query from a client at `src` (which decides zone
 /// transfers), fast path first. `None` means: send nothing (not a query,
-/// or too broken to say anything about). This is the UDP hot path.
+/// or too broken to say anything about).
 pub fn answer(snap: &Served, query: &[u8], transport: Transport, src: Option<IpAddr>) -> Option<Answered> {
-    if let Some(bytes) = snap.fast.answer(query, transport) {
-        // Templates are NOERROR and never truncated; ANCOUNT 0 is NODATA.
-        let no_answers = bytes.get(6..8).is_none_or(|c| c == [0, 0]);
-        return Some(Answered { bytes, path: Path::Fast, outcome: Outcome::of(ResponseCode::NoError, no_answers), truncated: false });
+    let mut bytes = Vec::new();
+    let how = answer_into(snap, query, transport, src, &mut bytes)?;
+    Some(Answered { bytes, how })
+}
+
+/// How an answer written by [`answer_into`] is counted.
+#[derive(Debug, Clone, Copy)]
+pub struct HowAnswered {
+    /// Fast (pre-encoded) or general path.
+    pub path: Path,
+    /// The response code class (NOERROR, NODATA, NXDOMAIN, ...).
+    pub outcome: Outcome,
+    /// TC was set (the answer did not fit).
+    pub truncated: bool,
+}
+
+/// Like [`answer`], writing the response into `out` (replacing what it
+/// held): the UDP hot path, which keeps one buffer per packet slot, so a
+/// fast-path answer costs no allocation.
+pub fn answer_into(snap: &Served, query: &[u8], transport: Transport, src: Option<IpAddr>, out: &mut Vec<u8>) -> Option<HowAnswered> {
+    if snap.fast.answer_into(query, transport, out).is_some() {
+        // Fast answers are NOERROR or NXDOMAIN and never truncated; ANCOUNT 0
+        // with NOERROR is NODATA.
+        let no_answers = out.get(6..8).is_none_or(|c| c == [0, 0]);
+        let rcode = if out.get(3).is_some_and(|b| b & 0x0f == 3) { ResponseCode::NXDomain } else { ResponseCode::NoError };
+        return Some(HowAnswered { path: Path::Fast, outcome: Outcome::of(rcode, no_answers), truncated: false });
     }
     let reply = reply_from(snap, query, transport, src)?;
-    let bytes = encode(&reply);
+    *out = encode(&reply);
     let rcode = reply.metadata.map_or(ResponseCode::ServFail, |m| m.response_code);
-    let truncated = bytes.get(2).is_some_and(|b| b & 0x02 != 0);
-    Some(Answered { bytes, path: Path::General, outcome: Outcome::of(rcode, reply.answers.is_empty()), truncated })
+    let truncated = out.get(2).is_some_and(|b| b & 0x02 != 0);
+    Some(HowAnswered { path: Path::General, outcome: Outcome::of(rcode, reply.answers.is_empty()), truncated })
 }
 
 fn header_metadata(req: &[u8]) -> Option<Metadata> {
@@ -214,12 +232,22 @@ fn reply_msg(snap: &Served, meta: Metadata, msg: &Message, transport: Transport,
             }
         }
         RecordType::ANY => {
-            // Over TCP the source address is real: the whole node.
+            // Over TCP the source address is real: the whole node (SRV
+            // records within policy.max_srv_records, see below).
             if is_apex {
                 reply.answers.push(snap.soa.clone());
             }
-            for (_, rs) in &node.rrsets {
-                reply.answers.extend(rs.iter().cloned());
+            for (t, rs) in &node.rrsets {
+                if *t == RecordType::SRV {
+                    select_srv(rs, snap.config.policy.max_srv_records, meta.id, &mut reply.answers);
+                } else {
+                    reply.answers.extend(rs.iter().cloned());
+                }
+            }
+        }
+        RecordType::SRV if node.get(RecordType::SRV).is_some() => {
+            if let Some(rs) = node.get(RecordType::SRV) {
+                select_srv(rs, snap.config.policy.max_srv_records, meta.id, &mut reply.answers);
             }
         }
         t => {
@@ -237,6 +265,39 @@ fn reply_msg(snap: &Served, meta: Metadata, msg: &Message, transport: Transport,
     }
     reply.metadata = Some(m);
     reply
+}
+
+/// At most `max` of the SRV records `rs` (sorted by priority, best first):
+/// every priority group that fits whole, then a window of the first group
+/// that does not, starting at the query's ID (modulo the group's size,
+/// wrapping), so that answers to different queries spread over all masters
+/// of that group; groups of lower priority are left out. The same query
+/// (ID included) always gets the same records, on every path.
+pub fn select_srv(rs: &[Record], max: usize, id: u16, out: &mut Vec<Record>) {
+    if rs.len() <= max {
+        out.extend(rs.iter().cloned());
+        return;
+    }
+    let prio = |r: &Record| match &r.data {
+        RData::SRV(s) => s.priority,
+        _ => u16::MAX,
+    };
+    let mut start = 0usize;
+    while let Some(first) = rs.get(start) {
+        let p = prio(first);
+        let len = rs.get(start..).map_or(0, |g| g.iter().take_while(|r| prio(r) == p).count());
+        let room = max.saturating_sub(start);
+        if len <= room {
+            out.extend(rs.iter().skip(start).take(len).cloned());
+            start += len;
+            continue;
+        }
+        if let Some(group) = rs.get(start..start + len) {
+            let offset = usize::from(id) % len;
+            out.extend(group.iter().cycle().skip(offset).take(room).cloned());
+        }
+        return;
+    }
 }
 
 /// The serial of the SOA an IXFR request carries in its authority section
@@ -299,29 +360,29 @@ fn transfer(
 
 /// A/AAAA of in-zone SRV targets and NS names, when the zone has them.
 fn add_additional(snap: &Served, reply: &mut Reply) {
-    let mut targets = Vec::new();
+    // Each target once, in order of appearance. The records of distinct
+    // target nodes are distinct (different owners) and a node holds no
+    // duplicates, so nothing needs comparing record by record (a
+    // `contains` per record once made big answers quadratic).
+    let mut seen: std::collections::HashSet<LowerName> = std::collections::HashSet::new();
     for r in &reply.answers {
-        match &r.data {
-            RData::SRV(s) => targets.push(s.target.clone()),
-            RData::NS(n) => targets.push(n.0.clone()),
-            RData::MX(mx) => targets.push(mx.exchange.clone()),
-            _ => {}
-        }
-    }
-    for t in targets {
-        let lt = LowerName::new(&t);
+        let t = match &r.data {
+            RData::SRV(s) => &s.target,
+            RData::NS(n) => &n.0,
+            RData::MX(mx) => &mx.exchange,
+            _ => continue,
+        };
+        let lt = LowerName::new(t);
         if !snap.origin_lower.zone_of(&lt) {
             continue;
         }
-        if let Some(node) = snap.nodes.get(&lt) {
-            for rt in [RecordType::A, RecordType::AAAA] {
-                if let Some(rs) = node.get(rt) {
-                    for r in rs {
-                        if !reply.additional.contains(r) {
-                            reply.additional.push(r.clone());
-                        }
-                    }
-                }
+        let Some(node) = snap.nodes.get(&lt) else { continue };
+        if !seen.insert(lt) {
+            continue;
+        }
+        for rt in [RecordType::A, RecordType::AAAA] {
+            if let Some(rs) = node.get(rt) {
+                reply.additional.extend(rs.iter().cloned());
             }
         }
     }

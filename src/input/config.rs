@@ -118,6 +118,8 @@ struct RawPolicy {
     all_down: Option<String>,
     /// CA preference order: master host names, first healthy one is active.
     ca_order: Option<Vec<String>>,
+    /// Most SRV records in one answer (big estates).
+    max_srv_records: Option<u16>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -292,11 +294,26 @@ pub struct PolicyConfig {
     pub all_down: AllDown,
     /// Host names (absolute, lowercase) in CA preference order.
     pub ca_order: Vec<Name>,
+    /// Most SRV records in one answer: whole priority groups first, then a
+    /// window of the first group that does not fit (docs/dns.md, "Big estates").
+    pub max_srv_records: usize,
 }
+
+/// Default `policy.max_srv_records`.
+pub const DEFAULT_MAX_SRV_RECORDS: usize = 64;
+/// Highest `policy.max_srv_records`: even with 255-byte target names, that
+/// many SRV records fit a 64 KiB TCP message.
+pub const MAX_MAX_SRV_RECORDS: usize = 200;
 
 impl Default for PolicyConfig {
     fn default() -> Self {
-        PolicyConfig { local_priority: 10, priority_step: 10, all_down: AllDown::ServeAll, ca_order: vec![] }
+        PolicyConfig {
+            local_priority: 10,
+            priority_step: 10,
+            all_down: AllDown::ServeAll,
+            ca_order: vec![],
+            max_srv_records: DEFAULT_MAX_SRV_RECORDS,
+        }
     }
 }
 
@@ -595,11 +612,17 @@ fn validate(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, InputErr
         }
         ca_order.push(n);
     }
+    let max_srv_records = match raw.policy.max_srv_records {
+        None => pd.max_srv_records,
+        Some(n) if (1..=MAX_MAX_SRV_RECORDS).contains(&usize::from(n)) => usize::from(n),
+        Some(n) => return Err(err("policy.max_srv_records", format!("{n} is not between 1 and {MAX_MAX_SRV_RECORDS}"))),
+    };
     let policy = PolicyConfig {
         local_priority: raw.policy.local_priority.unwrap_or(pd.local_priority),
         priority_step: raw.policy.priority_step.unwrap_or(pd.priority_step),
         all_down,
         ca_order,
+        max_srv_records,
     };
     let max = policy.local_priority as u64 + policy.priority_step as u64 * (sites.len() as u64).saturating_sub(1);
     if max > u16::MAX as u64 {

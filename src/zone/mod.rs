@@ -31,6 +31,8 @@ impl Node {
     pub fn get(&self, t: RecordType) -> Option<&[Record]> {
         self.rrsets.iter().find(|(rt, _)| *rt == t).map(|(_, v)| v.as_slice())
     }
+    /// Adds `r` to its RRset unless it is there already (linear in the
+    /// RRset: for the small sets of static and address records).
     fn add(&mut self, r: Record) {
         let t = r.record_type();
         match self.rrsets.iter_mut().find(|(rt, _)| *rt == t) {
@@ -42,6 +44,30 @@ impl Node {
             None => self.rrsets.push((t, vec![r])),
         }
     }
+
+    /// Appends records of one type known to be distinct from each other and
+    /// from what the node holds (the SRV records of one policy answer: one
+    /// per master), without comparing: a `contains` per record made
+    /// publishing quadratic in the number of masters.
+    fn extend_distinct(&mut self, t: RecordType, rs: impl IntoIterator<Item = Record>) {
+        match self.rrsets.iter_mut().find(|(rt, _)| *rt == t) {
+            Some((_, v)) => v.extend(rs),
+            None => self.rrsets.push((t, rs.into_iter().collect())),
+        }
+    }
+}
+
+/// How many of `prios` (sorted, best first) can ever be served when an
+/// answer holds at most `max` records: whole priority groups while they
+/// fit, then the whole first group that does not (answers take a window
+/// of it); groups after that never are.
+pub fn servable(prios: &[u16], max: usize) -> usize {
+    let mut taken = 0usize;
+    while taken < prios.len() && taken < max {
+        let p = prios[taken];
+        taken += prios[taken..].iter().take_while(|q| **q == p).count();
+    }
+    taken
 }
 
 /// The published zone data: records, serial and the policy output they
@@ -105,13 +131,20 @@ pub fn build_nodes(config: &Config, statics: &[StaticRecord], registry: &Registr
             let text = format!("srvd: no {} master is published here; agents fall back to _x-puppet", a.role);
             add(&mut nodes, Record::from_rdata(name.clone(), ttl, RData::TXT(TXT::new(vec![text]))));
         }
-        for t in &a.records {
-            add(&mut nodes, Record::from_rdata(name.clone(), ttl, RData::SRV(SRV::new(t.priority, t.weight, t.port, t.target.clone()))));
+        // Only the records an answer can carry (policy.max_srv_records).
+        let prios: Vec<u16> = a.records.iter().map(|t| t.priority).collect();
+        let keep = servable(&prios, config.policy.max_srv_records);
+        let srvs = a
+            .records
+            .iter()
+            .take(keep)
+            .map(|t| Record::from_rdata(name.clone(), ttl, RData::SRV(SRV::new(t.priority, t.weight, t.port, t.target.clone()))));
+        if keep > 0 {
+            nodes.entry(LowerName::new(&name)).or_default().extend_distinct(RecordType::SRV, srvs);
         }
     }
     // Empty non-terminals: every ancestor of every owner, down to the origin.
-    let owners: Vec<Name> = nodes.values().flat_map(|n| n.rrsets.iter().flat_map(|(_, v)| v.iter().map(|r| r.name.clone()))).collect();
-    let mut names: Vec<Name> = owners;
+    let mut names: Vec<Name> = nodes.keys().map(|n| Name::from(n.clone())).collect();
     for a in answers {
         names.push(srv_name(origin, a.site.as_deref(), a.role));
     }

@@ -512,11 +512,20 @@ impl crate::health::Target for Publisher {
     fn apply(&self, batch: Vec<Verdict>) -> (bool, bool) {
         self.update_answers(|core| {
             let mut changed = false;
+            // One map per batch, not a registry scan per verdict (a start
+            // with 10,000 masters sends 30,000 verdicts).
+            let known: std::collections::HashSet<(MasterKey, Role)> = core
+                .inputs
+                .registry
+                .masters
+                .iter()
+                .flat_map(|m| Role::ALL.into_iter().filter(|r| m.has_role(*r)).map(|r| (m.key(), r)))
+                .collect();
             for v in batch {
                 match v {
                     Verdict::Health { key, role, health } => {
                         // The master may have been removed since the check.
-                        if !core.inputs.registry.get(&key).is_some_and(|m| m.has_role(role)) {
+                        if !known.contains(&(key.clone(), role)) {
                             continue;
                         }
                         changed |= core.health.insert((key, role), health) != Some(health);

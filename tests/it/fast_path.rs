@@ -45,7 +45,15 @@ fn fast_path_matches_general_path() {
         let p = publisher(registry);
         let snap = srvd::dns::served::Served::new(p.snapshot());
         let mut names: Vec<String> = snap.nodes.keys().map(|n| n.to_string()).collect();
-        names.extend(["nope.puppet.example.test.".into(), "www.example.com.".into(), ".".into()]);
+        names.extend([
+            "nope.puppet.example.test.".into(),
+            "a.b.nope.pm1.dc1.puppet.example.test.".into(),
+            "_x-puppet._tcp.dc9.puppet.example.test.".into(),
+            "puppet.example.test.evil.".into(),
+            "example.test.".into(),
+            "www.example.com.".into(),
+            ".".into(),
+        ]);
         let types = [
             RecordType::SRV,
             RecordType::A,
@@ -100,6 +108,11 @@ fn fast_path_matches_general_path() {
                 }
             }
         }
+        // Missing names in the zone are answered NXDOMAIN on the fast path.
+        let mut m = Message::new(7, MessageType::Query, OpCode::Query);
+        m.add_query(Query::query(Name::from_ascii("Nope.Puppet.Example.Test.").unwrap(), RecordType::A));
+        let fast = snap.fast.answer(&m.to_vec().unwrap(), Transport::Udp).expect("NXDOMAIN on the fast path");
+        assert_eq!(Message::from_vec(&fast).unwrap().metadata.response_code, hickory_proto::op::ResponseCode::NXDomain);
         // The common queries do take the fast path.
         assert!(fast_hits * 2 > total, "fast path used for {fast_hits} of {total}");
     }

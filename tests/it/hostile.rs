@@ -448,10 +448,10 @@ async fn udp_workers_now(d: &TestDaemon) -> (usize, &'static str) {
 
 /// Live UDP workers once the count has settled (a thread takes its name
 /// when it first runs, and a stopped daemon's workers take up to 200 ms to
-/// leave), waiting up to 10 s for the count srvd starts with.
-/// srvd starts one worker per core (at most 8) on its one UDP socket here.
+/// leave), waiting up to 10 s for the count srvd starts with
+/// ([`srvd::dns::server::udp_workers`], one socket each).
 async fn udp_workers(d: &TestDaemon) -> (usize, &'static str) {
-    let expected = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 8);
+    let expected = srvd::dns::server::udp_workers();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let (n, how) = udp_workers_now(d).await;

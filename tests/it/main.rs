@@ -30,6 +30,7 @@ mod packaging;
 mod policy;
 mod puppet_agent;
 mod puppet_agent_run;
+mod scale;
 mod state_files;
 mod status_page;
 mod transport_panics;

@@ -67,10 +67,9 @@ async fn soa_over_udp(addr: SocketAddr) {
 
 const WORKERS: &str = "srvd_dns_udp_workers";
 
-/// UDP workers srvd starts on its one socket (one per core, 1 to 8), once
-/// all have started.
+/// UDP workers srvd starts (one socket each), once all have started.
 async fn all_workers(d: &TestDaemon) -> u64 {
-    let want = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 8) as u64;
+    let want = srvd::dns::server::udp_workers() as u64;
     until(d, "all UDP workers running", |b| metric(b, WORKERS) == want).await;
     want
 }

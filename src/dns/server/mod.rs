@@ -1,5 +1,5 @@
-//! DNS transports. UDP uses a receive loop of its own per socket (several
-//! worker threads share one socket, no task per packet, see [`udp`]); TCP
+//! DNS transports. UDP uses worker threads with a socket each (SO_REUSEPORT),
+//! receiving and answering in batches, no task per packet (see [`udp`]); TCP
 //! uses an accept loop and one task per connection with a connection cap and
 //! per-connection limits (see [`tcp`]). Both call the same answer code
 //! ([`crate::dns`]), and both survive a panic in it: the request is dropped,
@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Once, OnceLock};
 use std::time::{Duration, Instant};
 
-use tokio::net::{TcpListener, TcpSocket, UdpSocket};
+use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -30,24 +30,43 @@ pub const LISTEN_BACKLOG: u32 = 4096;
 
 /// Sockets the DNS side serves on: bound by the caller (port 0 in tests).
 pub struct DnsSockets {
-    /// Bound UDP sockets, each served by its own worker threads.
-    pub udp: Vec<UdpSocket>,
-    /// Bound TCP listeners, served through hickory-server with srvd's limits.
+    /// Per address, one UDP socket per worker thread (SO_REUSEPORT).
+    pub udp: Vec<udp::UdpGroup>,
+    /// Bound TCP listeners, served by srvd's own accept loop with its limits.
     pub tcp: Vec<TcpListener>,
 }
 
+/// UDP worker threads (and sockets) per listen address: one per two
+/// cores, 1 to 8. A busy worker finds a full batch waiting at every
+/// receive; more workers than that share the load so thinly that each
+/// sleeps and wakes for a few datagrams, which costs more CPU per query
+/// than it buys (docs/performance.md). The other cores are left to the
+/// kernel's network work, TCP, health checks and publication.
+pub fn udp_workers() -> usize {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    (cores / 2).clamp(1, 8)
+}
+
 impl DnsSockets {
-    /// Binds UDP and TCP on every address.
+    /// Binds UDP (one socket per worker, see [`udp_workers`]) and TCP on every address.
     pub async fn bind(addrs: &[SocketAddr]) -> std::io::Result<DnsSockets> {
+        let workers = udp_workers();
         let mut udp = Vec::new();
         let mut tcp = Vec::new();
         for a in addrs {
             // With port 0, UDP picks a port and TCP must get the same one;
-            // if that TCP port is taken, try another pair.
+            // if that TCP port is taken (or the UDP port was taken between
+            // picking it and binding the group), try another pair.
             let attempts = if a.port() == 0 { 20 } else { 1 };
             let mut last_err = None;
             for _ in 0..attempts {
-                let u = UdpSocket::bind(a).await.map_err(|e| std::io::Error::new(e.kind(), format!("cannot bind UDP {a}: {e}")))?;
+                let u = match udp::UdpGroup::bind(*a, workers) {
+                    Ok(u) => u,
+                    Err(e) => {
+                        last_err = Some(std::io::Error::new(e.kind(), format!("cannot bind UDP {a}: {e}")));
+                        continue;
+                    }
+                };
                 let port = u.local_addr()?.port();
                 match listen_tcp(SocketAddr::new(a.ip(), port)) {
                     Ok(t) => {
@@ -116,9 +135,8 @@ pub fn spawn(
     shutdown: CancellationToken,
 ) {
     install_quiet_panic_hook();
-    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, 8);
-    for sock in sockets.udp {
-        udp::spawn(sock, workers, served.clone(), stats.clone(), tracker, shutdown.clone());
+    for group in sockets.udp {
+        udp::spawn(group, served.clone(), stats.clone(), tracker, shutdown.clone());
     }
     let limit = open_files_limit();
     let cap = match limits.max_connections {

@@ -1,0 +1,200 @@
+//! Big estates: the work of publishing a snapshot and answering from it
+//! must grow about linearly with the number of masters (a quadratic step,
+//! such as a `Vec::contains` per record, once made 10,000 masters take 25 s
+//! to publish and 2.6 s per TCP answer), and no answer is cut for lack of
+//! room over TCP.
+//!
+//! The regression test compares the time for 1,000 and for 10,000 masters
+//! (best of a few runs each): linear work gives a ratio near 10, quadratic
+//! near 100; the bound (40) is far from both. No absolute time is asserted.
+//! `scale_figures` (ignored; `bench/scale.sh`) prints the figures that
+//! docs/performance.md quotes.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Message, MessageType, OpCode, Query};
+use hickory_proto::rr::{Name, RecordType};
+use srvd::dns::served::Served;
+use srvd::dns::{self, Transport};
+use srvd::health::{Health, HealthStates};
+use srvd::input::config::Config;
+use srvd::input::registry::{Registry, Role};
+use srvd::zone::publish::{Inputs, Publisher};
+
+const ORIGIN: &str = "puppet.example.test.";
+
+fn config_text(sites: usize) -> String {
+    let mut s = format!("[zone]\norigin = \"{ORIGIN}\"\nnameservers = [\"ns1\"]\nhostmaster = \"hostmaster@example.test\"\n");
+    for i in 0..sites {
+        s.push_str(&format!("[[site]]\nname = \"dc{i}\"\n"));
+    }
+    s
+}
+
+fn registry_text(masters: usize, sites: usize) -> String {
+    let mut s = String::with_capacity(masters * 120);
+    for i in 0..masters {
+        let site = i % sites;
+        let roles = if i % 50 == 0 { "[\"ca\", \"puppet\"]" } else { "[\"puppet\", \"report\", \"fileserver\"]" };
+        s.push_str(&format!(
+            "[[master]]\nhost = \"pm{i}.dc{site}.{}\"\nsite = \"dc{site}\"\nroles = {roles}\naddresses = [\"10.{}.{}.{}\"]\ncheck = \"tcp\"\n",
+            ORIGIN.trim_end_matches('.'),
+            (i >> 16) & 255,
+            (i >> 8) & 255,
+            i & 255
+        ));
+    }
+    s
+}
+
+fn inputs(masters: usize, sites: usize) -> Inputs {
+    let cfg = Config::parse(&config_text(sites), Path::new("/scale/config.toml"), Path::new("/scale")).unwrap();
+    let reg = Registry::parse(&registry_text(masters, sites), Path::new("/scale/masters.toml"), &cfg).unwrap();
+    Inputs::assemble(cfg, vec![], reg).unwrap()
+}
+
+fn query(name: &str, t: RecordType, id: u16) -> Vec<u8> {
+    let mut m = Message::new(id, MessageType::Query, OpCode::Query);
+    m.add_query(Query::query(Name::from_ascii(name).unwrap(), t));
+    m.to_vec().unwrap()
+}
+
+/// Publishes a snapshot of `masters` masters, derives what the DNS layer
+/// serves and answers a site-less SRV query over TCP; returns the time of
+/// each part and the answer.
+fn publish_and_answer(masters: usize) -> (Duration, Duration, Message) {
+    let inputs = inputs(masters, 10);
+    let t0 = Instant::now();
+    let p = Publisher::new(inputs, HealthStates::new(), None).unwrap();
+    let served = Served::new(p.snapshot());
+    let publish = t0.elapsed();
+    let q = query(&format!("_x-puppet._tcp.{ORIGIN}"), RecordType::SRV, 7);
+    let t1 = Instant::now();
+    let a = dns::answer(&served, &q, Transport::Tcp, None).unwrap();
+    let answer = t1.elapsed();
+    (publish, answer, Message::from_vec(&a.bytes).unwrap())
+}
+
+fn best_of(runs: usize, masters: usize) -> (Duration, Duration) {
+    let mut best = (Duration::MAX, Duration::MAX);
+    for _ in 0..runs {
+        let (p, a, _) = publish_and_answer(masters);
+        best = (best.0.min(p), best.1.min(a));
+    }
+    best
+}
+
+#[test]
+fn publishing_and_answering_grow_linearly_with_masters() {
+    let (p1, a1) = best_of(3, 1_000);
+    let (p10, a10) = best_of(2, 10_000);
+    let ratio = |a: Duration, b: Duration| b.as_secs_f64() / a.as_secs_f64().max(1e-6);
+    eprintln!("publish 1k {p1:?} 10k {p10:?} ({:.1}x); answer 1k {a1:?} 10k {a10:?} ({:.1}x)", ratio(p1, p10), ratio(a1, a10));
+    assert!(ratio(p1, p10) < 40.0, "publishing 10x the masters took {:.1}x the time: superlinear", ratio(p1, p10));
+    // The answer is bounded (policy.max_srv_records): its cost may not grow
+    // with the estate beyond the lookup.
+    assert!(ratio(a1, a10) < 40.0, "answering with 10x the masters took {:.1}x the time: superlinear", ratio(a1, a10));
+}
+
+#[test]
+fn a_site_less_answer_for_10000_masters_is_complete_over_tcp() {
+    let (_, _, m) = publish_and_answer(10_000);
+    assert_eq!(m.metadata.response_code, hickory_proto::op::ResponseCode::NoError, "{m:?}");
+    assert!(!m.metadata.truncation, "TC set over TCP");
+    let srv = m.answers.iter().filter(|r| r.record_type() == RecordType::SRV).count();
+    assert!(srv > 0 && srv <= srvd::input::config::DEFAULT_MAX_SRV_RECORDS, "{srv} SRV records");
+}
+
+/// Figures for docs/performance.md: publication cost and memory at scale,
+/// and the time from one health change to the new snapshot being served.
+#[test]
+#[ignore]
+fn scale_figures() {
+    // 100 sites x 1,000 masters: one master goes down -> new snapshot served.
+    let rss0 = rss_kib();
+    let p = Publisher::new(inputs(1_000, 100), HealthStates::new(), None).unwrap();
+    let served = srvd::dns::served::ServedZone::attach(&p);
+    let rss1 = rss_kib();
+    let key = p.lock().inputs.registry.masters[3].key();
+    let mut times = Vec::new();
+    for round in 0..10 {
+        let h = if round % 2 == 0 { Health::Down } else { Health::Up };
+        let before = served.snapshot();
+        let t = Instant::now();
+        p.update(|core| {
+            core.health.insert((key.clone(), Role::Puppet), h);
+        });
+        assert!(!Arc::ptr_eq(&served.snapshot(), &before), "a new snapshot is served");
+        times.push(t.elapsed());
+    }
+    times.sort();
+    let snap = served.snapshot();
+    let records: usize = snap.nodes.values().map(|n| n.rrsets.iter().map(|(_, v)| v.len()).sum::<usize>()).sum();
+    println!(
+        "100 sites x 1,000 masters: state change -> new snapshot served: median {:?} (min {:?}, max {:?}); {} names, {} records; RSS +{} KiB for publisher and served snapshot",
+        times[times.len() / 2],
+        times[0],
+        times[times.len() - 1],
+        snap.nodes.len(),
+        records,
+        rss1.saturating_sub(rss0)
+    );
+    drop(snap);
+    for masters in [1_000, 10_000] {
+        let (p, a, m) = publish_and_answer(masters);
+        println!(
+            "{masters} masters, 10 sites: first publication (policy, nodes, fast path) {p:?}, site-less TCP SRV answer {a:?} ({} records)",
+            m.answers.len()
+        );
+    }
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .unwrap_or(0)
+}
+
+fn srv_record(priority: u16, i: usize) -> hickory_proto::rr::Record {
+    use hickory_proto::rr::{RData, Record, rdata::SRV};
+    let target = Name::from_ascii(format!("pm{i}.{ORIGIN}")).unwrap();
+    Record::from_rdata(Name::from_ascii(ORIGIN).unwrap(), 30, RData::SRV(SRV::new(priority, 1, 8140, target)))
+}
+
+fn prio(r: &hickory_proto::rr::Record) -> u16 {
+    match &r.data {
+        hickory_proto::rr::RData::SRV(s) => s.priority,
+        _ => 0,
+    }
+}
+
+#[test]
+fn bounded_answers_keep_better_tiers_whole_and_spread_over_the_cut_tier() {
+    // 3 local masters, 100 in the next tier, 5 in the last; at most 10 per answer.
+    let mut rs = Vec::new();
+    rs.extend((0..3).map(|i| srv_record(10, i)));
+    rs.extend((3..103).map(|i| srv_record(20, i)));
+    rs.extend((103..108).map(|i| srv_record(30, i)));
+    let mut seen = std::collections::HashSet::new();
+    for id in 0..200u16 {
+        let mut out = Vec::new();
+        dns::select_srv(&rs, 10, id, &mut out);
+        assert_eq!(out.len(), 10);
+        assert_eq!(out.iter().filter(|r| prio(r) == 10).count(), 3, "the better tier whole");
+        assert!(out.iter().all(|r| prio(r) != 30), "nothing of a worse tier while the cut tier has more");
+        assert!(out.windows(2).all(|w| prio(&w[0]) <= prio(&w[1])), "priority order kept");
+        let mut again = Vec::new();
+        dns::select_srv(&rs, 10, id, &mut again);
+        assert_eq!(out, again, "the same query gets the same records");
+        seen.extend(out.iter().filter(|r| prio(r) == 20).map(|r| r.data.clone()));
+    }
+    assert_eq!(seen.len(), 100, "over many queries every master of the cut tier is served");
+    // The zone keeps the groups an answer can reach: 3 + 100, not the last 5.
+    let prios: Vec<u16> = rs.iter().map(prio).collect();
+    assert_eq!(srvd::zone::servable(&prios, 10), 103);
+    assert_eq!(srvd::zone::servable(&prios, 200), 108);
+    assert_eq!(srvd::zone::servable(&prios[..3], 2), 3);
+}
