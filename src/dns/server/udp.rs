@@ -198,14 +198,7 @@ impl Buffers {
         for (i, ((iov, msg), from)) in self.iov.iter_mut().zip(self.msgs.iter_mut()).zip(self.from.iter_mut()).enumerate() {
             // SAFETY (pointer arithmetic): i < BATCH, so the slot lies inside `recv`.
             *iov = libc::iovec { iov_base: unsafe { base.add(i * RECV_SIZE) }.cast(), iov_len: RECV_SIZE };
-            msg.msg_hdr.msg_name = (from as *mut libc::sockaddr_storage).cast();
-            msg.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-            msg.msg_hdr.msg_iov = iov;
-            msg.msg_hdr.msg_iovlen = 1;
-            msg.msg_hdr.msg_control = std::ptr::null_mut();
-            msg.msg_hdr.msg_controllen = 0;
-            msg.msg_hdr.msg_flags = 0;
-            msg.msg_len = 0;
+            point(msg, iov, from, std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t);
         }
         // SAFETY: every header points at live buffers of this struct of the
         // sizes given; the kernel writes at most that much into them.
@@ -224,14 +217,7 @@ impl Buffers {
                 continue;
             };
             *iov = libc::iovec { iov_base: reply.as_mut_ptr().cast(), iov_len: reply.len() };
-            msg.msg_hdr.msg_name = (from as *mut libc::sockaddr_storage).cast();
-            msg.msg_hdr.msg_namelen = rmsg.msg_hdr.msg_namelen;
-            msg.msg_hdr.msg_iov = iov;
-            msg.msg_hdr.msg_iovlen = 1;
-            msg.msg_hdr.msg_control = std::ptr::null_mut();
-            msg.msg_hdr.msg_controllen = 0;
-            msg.msg_hdr.msg_flags = 0;
-            msg.msg_len = 0;
+            point(msg, iov, from, rmsg.msg_hdr.msg_namelen);
         }
         let mut sent = 0usize;
         while sent < count {
@@ -359,4 +345,18 @@ fn grow_buffers(s: &std::net::UdpSocket) {
             set(plain);
         }
     }
+}
+
+/// Points one mmsghdr at one buffer (`iov`) and one peer address (`name`,
+/// `namelen` bytes of it used), with no control data; for recvmmsg and
+/// sendmmsg alike.
+fn point(msg: &mut libc::mmsghdr, iov: &mut libc::iovec, name: &mut libc::sockaddr_storage, namelen: libc::socklen_t) {
+    msg.msg_hdr.msg_name = (name as *mut libc::sockaddr_storage).cast();
+    msg.msg_hdr.msg_namelen = namelen;
+    msg.msg_hdr.msg_iov = iov;
+    msg.msg_hdr.msg_iovlen = 1;
+    msg.msg_hdr.msg_control = std::ptr::null_mut();
+    msg.msg_hdr.msg_controllen = 0;
+    msg.msg_hdr.msg_flags = 0;
+    msg.msg_len = 0;
 }
