@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{Sources, render, status};
-use crate::dns::server::conns::{ConnGuard, ConnTable};
+use crate::dns::server::conns::{ConnGuard, ConnTable, accept};
 use crate::dns::stats::ConnCounters;
 
 /// Largest request head read; a scrape sends a few hundred bytes.
@@ -31,8 +31,6 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// that has waited longest for its request head (else the oldest), so idle
 /// connections can never lock a scrape out.
 pub const MAX_CONNECTIONS: usize = 64;
-/// Pause after an accept error (e.g. out of file descriptors).
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// The `Content-Type` of the Prometheus text format served at `/metrics`.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -98,22 +96,8 @@ pub fn spawn(listener: TcpListener, sources: Arc<Sources>, tracker: &TaskTracker
     let table = ConnTable::new(MAX_CONNECTIONS, Arc::new(ConnCounters::default()));
     tracker.spawn(async move {
         loop {
-            let (stream, peer) = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                r = listener.accept() => match r {
-                    Ok(x) => x,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "metrics: accept failed");
-                        // E.g. out of file descriptors: free one of ours
-                        // and do not spin.
-                        table.evict_one();
-                        tokio::select! {
-                            _ = shutdown.cancelled() => return,
-                            _ = tokio::time::sleep(ACCEPT_BACKOFF) => {}
-                        }
-                        continue;
-                    }
-                },
+            let Some((stream, peer)) = accept(&listener, &table, &shutdown, "metrics", || {}).await else {
+                return;
             };
             let guard = table.admit();
             let (sources, shutdown) = (sources.clone(), shutdown.clone());

@@ -137,6 +137,43 @@ impl Drop for ConnGuard {
     }
 }
 
+/// Pause after running out of descriptors or memory on accept.
+const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Accepts the next connection for `table`'s listener, or `None` once
+/// `shutdown` fires. An accept error is reported to `on_error` and logged
+/// (naming `what`); when it is a lack of descriptors or memory, the
+/// connection idle longest is closed to give one back and accepting pauses
+/// briefly, so the loop never spins.
+pub async fn accept(
+    listener: &tokio::net::TcpListener,
+    table: &ConnTable,
+    shutdown: &CancellationToken,
+    what: &'static str,
+    on_error: impl Fn(),
+) -> Option<(tokio::net::TcpStream, std::net::SocketAddr)> {
+    loop {
+        let err = tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            r = listener.accept() => match r {
+                Ok(x) => return Some(x),
+                Err(e) => e,
+            },
+        };
+        on_error();
+        if matches!(err.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)) {
+            table.evict_one();
+            tracing::warn!(error = %err, "{what}: cannot accept; backing off");
+            tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                _ = tokio::time::sleep(ACCEPT_BACKOFF) => {}
+            }
+        } else {
+            tracing::debug!(error = %err, "{what}: accept failed");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

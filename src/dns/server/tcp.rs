@@ -40,9 +40,6 @@ const READ_BUFFER: usize = 1024;
 const BODY_START: usize = 512;
 /// A body buffer larger than this is not kept between queries.
 const BODY_KEEP: usize = 4096;
-/// Pause after an accept error that is about resources (EMFILE, ENFILE,
-/// ENOBUFS, ENOMEM), so the loop does not spin while they last.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 struct Ctx {
     served: Arc<ServedZone>,
@@ -74,27 +71,11 @@ pub fn spawn(
 
 async fn accept_loop(listener: TcpListener, ctx: Arc<Ctx>, tracker: TaskTracker, shutdown: CancellationToken) {
     loop {
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    ctx.stats.transport.tcp_accept_errors.fetch_add(1, Relaxed);
-                    if is_resource_error(&e) {
-                        // Out of descriptors or memory: give one back if we
-                        // hold any, and let the others go first.
-                        ctx.table.evict_one();
-                        tracing::warn!(error = %e, "DNS over TCP: cannot accept; backing off");
-                        tokio::select! {
-                            _ = shutdown.cancelled() => return,
-                            _ = tokio::time::sleep(ACCEPT_BACKOFF) => {}
-                        }
-                    } else {
-                        tracing::debug!(error = %e, "DNS over TCP: accept failed");
-                    }
-                    continue;
-                }
-            },
+        let on_error = || {
+            ctx.stats.transport.tcp_accept_errors.fetch_add(1, Relaxed);
+        };
+        let Some((stream, peer)) = super::conns::accept(&listener, &ctx.table, &shutdown, "DNS over TCP", on_error).await else {
+            return;
         };
         ctx.stats.transport.tcp_accepted.fetch_add(1, Relaxed);
         let guard = ctx.table.admit();
@@ -113,10 +94,6 @@ async fn accept_loop(listener: TcpListener, ctx: Arc<Ctx>, tracker: TaskTracker,
             }
         });
     }
-}
-
-fn is_resource_error(e: &std::io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
 }
 
 /// What the answer code made of one query.
