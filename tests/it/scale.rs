@@ -198,3 +198,37 @@ fn bounded_answers_keep_better_tiers_whole_and_spread_over_the_cut_tier() {
     assert_eq!(srvd::zone::servable(&prios, 200), 108);
     assert_eq!(srvd::zone::servable(&prios[..3], 2), 3);
 }
+
+/// Where the time of one publication goes (100 sites x 1,000 masters).
+#[test]
+#[ignore]
+fn scale_phases() {
+    let inp = inputs(1_000, 100);
+    let cfg = inp.config.clone();
+    let h = HealthStates::new();
+    let p = Publisher::new(inp.clone(), h.clone(), None).unwrap();
+    let prev = p.snapshot();
+    for _ in 0..5 {
+        let t = Instant::now();
+        let answers = srvd::zone::policy::compute(&cfg, &inp.registry, &h);
+        let t_policy = t.elapsed();
+        let t = Instant::now();
+        let nodes = srvd::zone::build_nodes(&cfg, &inp.statics, &inp.registry, &answers);
+        let t_nodes = t.elapsed();
+        let t = Instant::now();
+        let same = *prev.nodes == nodes && *prev.answers == answers;
+        let t_cmp = t.elapsed();
+        let t = Instant::now();
+        let c = p.lock().clone();
+        drop(c);
+        let t_clone = t.elapsed();
+        let snap = Arc::new(srvd::zone::Snapshot::new(&cfg, Arc::new(nodes), Arc::new(answers), 1));
+        let t = Instant::now();
+        let s = Served::new(snap);
+        let t_served = t.elapsed();
+        let t = Instant::now();
+        drop(s);
+        let t_drop = t.elapsed();
+        println!("policy {t_policy:?} nodes {t_nodes:?} compare {t_cmp:?} ({same}) core clone {t_clone:?} served {t_served:?} drop served {t_drop:?}");
+    }
+}
