@@ -229,6 +229,8 @@ fn scale_phases() {
         let t = Instant::now();
         drop(s);
         let t_drop = t.elapsed();
-        println!("policy {t_policy:?} nodes {t_nodes:?} compare {t_cmp:?} ({same}) core clone {t_clone:?} served {t_served:?} drop served {t_drop:?}");
+        println!(
+            "policy {t_policy:?} nodes {t_nodes:?} compare {t_cmp:?} ({same}) core clone {t_clone:?} served {t_served:?} drop served {t_drop:?}"
+        );
     }
 }
