@@ -232,7 +232,7 @@ fn scale_phases() {
         drop(s);
         let t_drop = t.elapsed();
         println!(
-            "policy {t_policy:?} nodes {t_nodes:?} compare {t_cmp:?} ({same}) core clone {t_clone:?} served {t_served:?} drop served {t_drop:?}"
+            "policy {t_policy:?} nodes {t_nodes:?} full compare (only after a config or registry change) {t_cmp:?} ({same}) core clone {t_clone:?} served {t_served:?} drop served {t_drop:?}"
         );
     }
 }
@@ -280,9 +280,12 @@ async fn check_n_masters(n: usize, window: Duration) {
         ));
     }
     std::fs::write(d.join("masters.toml"), reg).unwrap();
-    let dns = {
+    let dns = loop {
         let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        u.local_addr().unwrap().port()
+        let p = u.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            break p;
+        }
     };
     let mut cfg = format!(
         "[zone]\norigin = \"{ORIGIN}\"\nnameservers = [\"ns1\"]\n[server]\nlisten = [\"127.0.0.1:{dns}\"]\ncontrol_socket = \"{d}/control.sock\"\nstate_dir = \"{d}/state\"\nregistry = \"{d}/masters.toml\"\n",
