@@ -13,6 +13,7 @@
 //! returns `None` and goes through [`crate::dns::reply`].
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use hickory_proto::op::{Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{Name, RecordType};
@@ -29,16 +30,22 @@ struct Template {
 #[derive(Debug, Clone, Default)]
 struct FastNode {
     by_type: Vec<(u16, Template)>,
-    /// NODATA (SOA in authority) for any type the name does not have.
-    nodata: Option<Template>,
+    /// NODATA (the negative SOA in authority, like NXDOMAIN's) for any type
+    /// the name does not have; false for a CNAME.
+    nodata: bool,
     /// Types the name has that are left to the general path.
     general: Vec<u16>,
 }
 
 /// Pre-encoded answers of one snapshot, keyed by lowercase wire-format name.
+/// Nothing in `names` depends on the serial (the apex SOA and the negative
+/// answers are kept apart), so a snapshot with the same records under a
+/// new serial shares them with the one before.
 #[derive(Debug, Clone, Default)]
 pub struct FastZone {
-    names: HashMap<Vec<u8>, FastNode>,
+    names: Arc<HashMap<Vec<u8>, FastNode>>,
+    /// The apex SOA query's answer.
+    soa: Option<Template>,
     nx: Option<NxTemplate>,
 }
 
@@ -49,7 +56,7 @@ pub struct FastZone {
 struct NxTemplate {
     /// The origin, lowercase wire format.
     origin: Vec<u8>,
-    /// Header flags (bytes 2-3) of the response, RD/CD clear, RCODE 3.
+    /// Header flags (bytes 2-3) of the response, RD/CD clear, RCODE 0 (add 3 for NXDOMAIN).
     flags: [u8; 2],
     /// The SOA record after its owner name: type, class, TTL, RDLENGTH,
     /// RDATA (names uncompressed).
@@ -81,8 +88,8 @@ impl NxTemplate {
         soa_tail.extend_from_slice(&soa.ttl.to_be_bytes());
         soa_tail.extend_from_slice(&u16::try_from(rdata.len()).ok()?.to_be_bytes());
         soa_tail.extend_from_slice(&rdata);
-        // QR, AA; RCODE NXDOMAIN.
-        Some(NxTemplate { origin: wire_name(&snap.origin), flags: [0x84, 0x03], soa_tail })
+        // QR, AA.
+        Some(NxTemplate { origin: wire_name(&snap.origin), flags: [0x84, 0x00], soa_tail })
     }
 }
 
@@ -113,22 +120,29 @@ fn template(snap: &Served, name: &Name, t: RecordType) -> Option<Template> {
 }
 
 impl FastZone {
-    /// Pre-encodes every (name, type) of the snapshot, and a NODATA per name.
-    pub fn build(snap: &Served) -> FastZone {
-        let mut names = HashMap::new();
+    /// Pre-encodes every (name, type) of the snapshot. With `prev`, the
+    /// zone served before, whose records are the same (`nodes` shared),
+    /// only what holds the serial is made again.
+    pub fn build(snap: &Served, prev: Option<&Served>) -> FastZone {
+        let soa = template(snap, &snap.origin, RecordType::SOA);
+        let nx = NxTemplate::build(snap);
+        if let Some(p) = prev
+            && Arc::ptr_eq(&p.zone.nodes, &snap.zone.nodes)
+            && Arc::ptr_eq(&p.zone.config, &snap.zone.config)
+        {
+            return FastZone { names: p.fast.names.clone(), soa, nx };
+        }
+        let mut names = HashMap::with_capacity(snap.nodes.len());
         for (lname, node) in snap.nodes.iter() {
             let name: Name = lname.clone().into();
             let mut f = FastNode::default();
-            let mut types: Vec<RecordType> = node.rrsets.iter().map(|(t, _)| *t).collect();
-            if lname == &snap.origin_lower {
-                types.push(RecordType::SOA);
-            }
-            for t in types {
+            for (t, rs) in &node.rrsets {
+                let t = *t;
                 if t == RecordType::CNAME {
                     // A CNAME answers every type; keep it on the general path.
                     continue;
                 }
-                if t == RecordType::SRV && node.get(t).is_some_and(|rs| rs.len() > snap.config.policy.max_srv_records) {
+                if t == RecordType::SRV && rs.len() > snap.config.policy.max_srv_records {
                     // Answers take a window chosen per query (dns::select_srv).
                     f.general.push(u16::from(t));
                     continue;
@@ -137,12 +151,10 @@ impl FastZone {
                     f.by_type.push((u16::from(t), tpl));
                 }
             }
-            if node.get(RecordType::CNAME).is_none() {
-                f.nodata = template(snap, &name, RecordType::Unknown(PROBE_TYPE));
-            }
+            f.nodata = node.get(RecordType::CNAME).is_none();
             names.insert(wire_name(&name), f);
         }
-        FastZone { names, nx: NxTemplate::build(snap) }
+        FastZone { names: Arc::new(names), soa, nx }
     }
 
     /// Answers `q` from a template, or `None` for the general path.
@@ -224,8 +236,13 @@ impl FastZone {
         let qname = lower.get(..n)?;
         let tpl = match self.names.get(qname) {
             Some(node) if node.general.contains(&qtype) => return None,
-            Some(node) => node.by_type.iter().find(|(t, _)| *t == qtype).map(|(_, t)| t).or(node.nodata.as_ref())?,
-            None => return self.nxdomain(q, qname, qname_end, flags0, flags1, edns, transport, out),
+            Some(_) if qtype == u16::from(RecordType::SOA) && self.nx.as_ref().is_some_and(|nx| nx.origin == qname) => self.soa.as_ref()?,
+            Some(node) => match node.by_type.iter().find(|(t, _)| *t == qtype) {
+                Some((_, t)) => t,
+                None if node.nodata => return self.negative(q, qname, qname_end, flags0, flags1 & 0x10, edns, transport, out),
+                None => return None,
+            },
+            None => return self.negative(q, qname, qname_end, flags0, (flags1 & 0x10) | 0x03, edns, transport, out),
         };
         let limit = size_limit(transport, edns);
         let opt_len = if edns.is_some() { 11 } else { 0 };
@@ -246,12 +263,13 @@ impl FastZone {
         append_opt(out, edns)
     }
 
-    /// NXDOMAIN for `qname` (lowercase wire format, `qname_end` its end in
-    /// `q`) when it lies in the zone: header, the question as sent, the
-    /// negative SOA with its owner pointing at the origin's labels in the
-    /// question. `None` for names outside the zone (REFUSED, general path).
+    /// NXDOMAIN (`flags1` with RCODE 3) or NODATA (RCODE 0) for `qname`
+    /// (lowercase wire format, `qname_end` its end in `q`) when it lies in
+    /// the zone: header, the question as sent, the negative SOA with its
+    /// owner pointing at the origin's labels in the question. `None` for
+    /// names outside the zone (REFUSED, general path).
     #[allow(clippy::too_many_arguments)]
-    fn nxdomain(
+    fn negative(
         &self,
         q: &[u8],
         qname: &[u8],
@@ -288,7 +306,7 @@ impl FastZone {
         out.reserve(len);
         out.extend_from_slice(q.get(..2)?);
         out.push(nx.flags[0] | (flags0 & 0x01)); // RD
-        out.push(nx.flags[1] | (flags1 & 0x10)); // CD
+        out.push(nx.flags[1] | flags1); // CD, RCODE
         out.extend_from_slice(&[0, 1, 0, 0, 0, 1, 0, 0]);
         out.extend_from_slice(q.get(12..qname_end + 4)?);
         out.extend_from_slice(&pointer.to_be_bytes());

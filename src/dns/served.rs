@@ -31,9 +31,18 @@ pub struct Served {
 impl Served {
     /// Derives the DNS layer's view of `zone` (pre-encodes its answers).
     pub fn new(zone: Arc<Snapshot>) -> Served {
-        let xfr = Arc::new(Access::from_config(&zone.config));
+        Served::following(zone, None)
+    }
+
+    /// Like [`Served::new`], sharing what it can with `prev`, the zone
+    /// served before (the pre-encoded answers, when only the serial changed).
+    pub fn following(zone: Arc<Snapshot>, prev: Option<&Served>) -> Served {
+        let xfr = match prev {
+            Some(p) if Arc::ptr_eq(&p.zone.config, &zone.config) => p.xfr.clone(),
+            _ => Arc::new(Access::from_config(&zone.config)),
+        };
         let mut served = Served { zone, fast: FastZone::default(), xfr };
-        served.fast = FastZone::build(&served);
+        served.fast = FastZone::build(&served, prev);
         served
     }
 }
@@ -66,7 +75,10 @@ impl ServedZone {
         let first = publisher.attach(Box::new(move |snap| {
             let mut link = l.lock().unwrap_or_else(|e| e.into_inner());
             match &link.zone {
-                Some(z) => z.current.store(Arc::new(Served::new(snap.clone()))),
+                Some(z) => {
+                    let next = Served::following(snap.clone(), Some(&z.current.load()));
+                    z.current.store(Arc::new(next))
+                }
                 None => link.pending = Some(snap.clone()),
             }
         }));

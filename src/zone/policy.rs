@@ -92,17 +92,24 @@ pub struct RoleAnswer {
 
 /// Computes every published SRV answer: for each site in config order the
 /// four roles, then the four roles of the site-less pool (`site: None`).
+///
+/// Linear in sites x masters: what does not depend on the asked-for site
+/// (each master's key and health, the order by host name) is worked out
+/// once, and each site only sorts its masters by tier (a stable sort of the
+/// host-ordered list; 100 sites x 1,000 masters once took ~70 ms).
 pub fn compute(config: &Config, registry: &Registry, health: &HealthStates) -> Vec<RoleAnswer> {
     let ca_order = ca_order(config, registry);
-    let mut out = Vec::new();
+    let masters = Prepared::new(config, registry, health);
+    let mut out = Vec::with_capacity((config.sites.len() + 1) * Role::ALL.len());
     let mut scopes: Vec<Option<&str>> = config.site_names().map(Some).collect();
     scopes.push(None);
     for scope in scopes {
+        let tiers = Tiers::new(config, scope);
         for role in Role::ALL {
             let a = if role == Role::Ca {
                 ca_answer(config, registry, health, scope, &ca_order)
             } else {
-                role_answer(config, registry, health, scope, role)
+                role_answer(config, &masters, &tiers, scope, role)
             };
             out.push(a);
         }
@@ -110,33 +117,67 @@ pub fn compute(config: &Config, registry: &Registry, health: &HealthStates) -> V
     out
 }
 
+/// What every answer needs of the masters, worked out once per computation.
+struct Prepared<'r> {
+    masters: &'r [Master],
+    keys: Vec<MasterKey>,
+    /// Per role (`Role::ALL` order): (master index, health) of the masters
+    /// with the role, sorted by (host name, port).
+    by_role: Vec<Vec<(usize, Health)>>,
+    /// Each master's site as an index into `config.sites` (`None`: unknown).
+    site: Vec<Option<usize>>,
+}
+
+impl<'r> Prepared<'r> {
+    fn new(config: &Config, registry: &'r Registry, health: &HealthStates) -> Prepared<'r> {
+        let masters = registry.masters.as_slice();
+        let keys: Vec<MasterKey> = masters.iter().map(Master::key).collect();
+        let mut order: Vec<usize> = (0..masters.len()).collect();
+        order.sort_by_cached_key(|&i| masters.get(i).map(|m| (m.host.to_ascii(), m.port)));
+        let by_role = Role::ALL
+            .iter()
+            .map(|&role| {
+                order
+                    .iter()
+                    .filter_map(|&i| Some((i, masters.get(i)?, keys.get(i)?)))
+                    .filter(|(_, m, _)| m.has_role(role))
+                    .map(|(i, _, k)| (i, health_of(health, k, role)))
+                    .collect()
+            })
+            .collect();
+        let sites: std::collections::HashMap<&str, usize> = config.sites.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
+        let site = masters.iter().map(|m| sites.get(m.site.as_str()).copied()).collect();
+        Prepared { masters, keys, by_role, site }
+    }
+}
+
 /// (tier, priority) of every site as seen from `scope`, worked out once per
 /// scope (`Config::tiers` is quadratic in the sites: once per master made
 /// 100 sites x 1,000 masters take seconds).
-struct Tiers<'a> {
-    scope: Option<&'a str>,
-    index: std::collections::HashMap<&'a str, usize>,
+struct Tiers {
+    /// Per site of `config.sites`: (tier, priority).
+    of_site: Vec<(usize, u16)>,
+    /// For a master whose site is not in the config.
+    unknown: (usize, u16),
 }
 
-impl<'a> Tiers<'a> {
-    fn new(config: &'a Config, scope: Option<&'a str>) -> Tiers<'a> {
-        let index = match scope {
-            None => Default::default(),
-            Some(s) => config.tiers(s).into_iter().enumerate().map(|(i, t)| (t, i)).collect(),
-        };
-        Tiers { scope, index }
-    }
-
-    /// (tier, priority) of a master's site.
-    fn of(&self, config: &Config, site: &str) -> (usize, u16) {
+impl Tiers {
+    fn new(config: &Config, scope: Option<&str>) -> Tiers {
         let p = &config.policy;
-        match self.scope {
-            None => (0, p.local_priority),
-            Some(_) => {
-                let i = self.index.get(site).copied().unwrap_or(self.index.len());
-                (i, p.local_priority.saturating_add((i as u16).saturating_mul(p.priority_step)))
+        let at = |i: usize| (i, p.local_priority.saturating_add((i as u16).saturating_mul(p.priority_step)));
+        match scope {
+            None => Tiers { of_site: vec![(0, p.local_priority); config.sites.len()], unknown: (0, p.local_priority) },
+            Some(s) => {
+                let index: std::collections::HashMap<&str, usize> = config.tiers(s).into_iter().enumerate().map(|(i, t)| (t, i)).collect();
+                let of_site = config.sites.iter().map(|site| at(index.get(site.name.as_str()).copied().unwrap_or(index.len()))).collect();
+                Tiers { of_site, unknown: at(index.len()) }
             }
         }
+    }
+
+    /// (tier, priority) of a master's site (an index into `config.sites`).
+    fn of(&self, site: Option<usize>) -> (usize, u16) {
+        site.and_then(|i| self.of_site.get(i).copied()).unwrap_or(self.unknown)
     }
 }
 
@@ -144,22 +185,21 @@ fn target(m: &Master, priority: u16) -> SrvTarget {
     SrvTarget { priority, weight: m.weight, port: m.port, target: m.host.clone() }
 }
 
-fn role_answer(config: &Config, registry: &Registry, health: &HealthStates, scope: Option<&str>, role: Role) -> RoleAnswer {
-    // Masters with the role, sorted by (tier, host, port).
-    let tiers = Tiers::new(config, scope);
-    let mut ms: Vec<(&Master, usize, u16)> = registry
-        .masters
+fn role_answer(config: &Config, prep: &Prepared, tiers: &Tiers, scope: Option<&str>, role: Role) -> RoleAnswer {
+    // Masters with the role, sorted by (tier, host, port): the list is in
+    // (host, port) order already and the sort is stable.
+    let listed = Role::ALL.iter().position(|r| *r == role).and_then(|i| prep.by_role.get(i)).map_or(&[][..], Vec::as_slice);
+    let mut ms: Vec<(&Master, &MasterKey, Health, usize, u16)> = listed
         .iter()
-        .filter(|m| m.has_role(role))
-        .map(|m| {
-            let (t, p) = tiers.of(config, &m.site);
-            (m, t, p)
+        .filter_map(|&(i, h)| {
+            let (t, p) = tiers.of(prep.site.get(i).copied().flatten());
+            Some((prep.masters.get(i)?, prep.keys.get(i)?, h, t, p))
         })
         .collect();
-    ms.sort_by_cached_key(|(m, tier, _)| (*tier, m.host.to_ascii(), m.port));
+    ms.sort_by_key(|(_, _, _, tier, _)| *tier);
 
-    let any_up = ms.iter().any(|(m, _, _)| !m.drained && health_of(health, &m.key(), role) == Health::Up);
-    let any_candidate = ms.iter().any(|(m, _, _)| !m.drained);
+    let any_up = ms.iter().any(|(m, _, h, _, _)| !m.drained && *h == Health::Up);
+    let any_candidate = ms.iter().any(|(m, _, _, _, _)| !m.drained);
     let mode = if any_up {
         Mode::Normal
     } else if !any_candidate {
@@ -171,9 +211,8 @@ fn role_answer(config: &Config, registry: &Registry, health: &HealthStates, scop
     };
 
     let mut records = Vec::new();
-    let mut verdicts = Vec::new();
-    for (m, tier, prio) in ms {
-        let h = health_of(health, &m.key(), role);
+    let mut verdicts = Vec::with_capacity(ms.len());
+    for (m, key, h, tier, prio) in ms {
         let v = if m.drained {
             Verdict::Drained
         } else {
@@ -188,7 +227,7 @@ fn role_answer(config: &Config, registry: &Registry, health: &HealthStates, scop
         if matches!(v, Verdict::In { .. } | Verdict::InAllDown { .. }) {
             records.push(target(m, prio));
         }
-        verdicts.push((m.key(), v));
+        verdicts.push((key.clone(), v));
     }
     RoleAnswer { site: scope.map(str::to_string), role, mode, records, verdicts }
 }

@@ -399,15 +399,32 @@ impl Publisher {
             let c = self.lock();
             (c.clone(), self.snapshot.load_full())
         };
+        let (registry_before, statics_before) = (core.inputs.registry.clone(), core.inputs.statics.clone());
         let r = f(&mut core);
         let cfg = core.inputs.config.clone();
         let answers = policy::compute(&cfg, &core.inputs.registry, &core.health);
-        let nodes = zone::build_nodes(&cfg, &core.inputs.statics, &core.inputs.registry, &answers);
-        let data_changed = *cur.nodes != nodes || cur.soa != zone::soa_record(&cfg, cur.serial);
+        // The served snapshot was computed from the inputs as they were
+        // before `f` (they are swapped in together). When only health
+        // changed, the masters are listed in the same order in both policy
+        // outputs and the records follow from the verdicts: comparing the
+        // verdicts alone is exact, and the node map is rebuilt (and
+        // compared) only when a published record changed. Comparing every
+        // master key and record (100 sites x 1,000 masters: 400,000 names)
+        // took ~35 ms per change.
+        let same_inputs =
+            Arc::ptr_eq(&cur.config, &cfg) && registry_before == core.inputs.registry && statics_before == core.inputs.statics;
+        let (answers_same, records_same) = if same_inputs { same_verdicts(&cur.answers, &answers) } else { (false, false) };
+        let nodes = if records_same {
+            cur.nodes.clone()
+        } else {
+            let nodes = zone::build_nodes(&cfg, &core.inputs.statics, &core.inputs.registry, &answers);
+            if *cur.nodes == nodes { cur.nodes.clone() } else { Arc::new(nodes) }
+        };
+        let data_changed = !Arc::ptr_eq(&cur.nodes, &nodes) || cur.soa != zone::soa_record(&cfg, cur.serial);
         // A reload gives a new config (transfer settings, timing...): the
         // DNS layer gets a new snapshot even when the records stay the same.
-        let meta_changed = *cur.answers != answers || !Arc::ptr_eq(&cur.config, &cfg);
-        let (nodes, answers) = (Arc::new(nodes), Arc::new(answers));
+        let meta_changed = !(answers_same || (!same_inputs && *cur.answers == answers)) || !Arc::ptr_eq(&cur.config, &cfg);
+        let answers = Arc::new(answers);
         (r, Plan { core, cfg, answers, nodes, serial: cur.serial, data_changed, meta_changed })
     }
 
@@ -491,6 +508,37 @@ impl Publisher {
         }
         r
     }
+}
+
+/// Compares two policy outputs computed from the same config, zone file
+/// and registry (so listing the same masters in the same order): whether
+/// they are equal, and whether their records are (a record follows from
+/// its master and the priority in its verdict).
+fn same_verdicts(a: &[policy::RoleAnswer], b: &[policy::RoleAnswer]) -> (bool, bool) {
+    use policy::Verdict;
+    let published = |v: &Verdict| match v {
+        Verdict::In { priority, .. } | Verdict::InAllDown { priority, .. } => Some(*priority),
+        _ => None,
+    };
+    let shape =
+        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.site == y.site && x.role == y.role && x.verdicts.len() == y.verdicts.len());
+    if !shape {
+        return (false, false);
+    }
+    let mut same = true;
+    for (x, y) in a.iter().zip(b) {
+        same &= x.mode == y.mode && x.verdicts.iter().zip(&y.verdicts).all(|((_, v), (_, w))| v == w);
+        if !same {
+            break;
+        }
+    }
+    if same {
+        return (true, true);
+    }
+    let records = a.iter().zip(b).all(|(x, y)| {
+        x.records.len() == y.records.len() && x.verdicts.iter().zip(&y.verdicts).all(|((_, v), (_, w))| published(v) == published(w))
+    });
+    (false, records)
 }
 
 /// The health checker's view of the publisher (see [`crate::health::Target`]).

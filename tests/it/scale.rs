@@ -11,7 +11,9 @@
 //! docs/performance.md quotes.
 
 use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Message, MessageType, OpCode, Query};
@@ -197,4 +199,156 @@ fn bounded_answers_keep_better_tiers_whole_and_spread_over_the_cut_tier() {
     assert_eq!(srvd::zone::servable(&prios, 10), 103);
     assert_eq!(srvd::zone::servable(&prios, 200), 108);
     assert_eq!(srvd::zone::servable(&prios[..3], 2), 3);
+}
+
+/// Where the time of one publication goes (100 sites x 1,000 masters).
+#[test]
+#[ignore]
+fn scale_phases() {
+    let inp = inputs(1_000, 100);
+    let cfg = inp.config.clone();
+    let h = HealthStates::new();
+    let p = Publisher::new(inp.clone(), h.clone(), None).unwrap();
+    let prev = p.snapshot();
+    for _ in 0..5 {
+        let t = Instant::now();
+        let answers = srvd::zone::policy::compute(&cfg, &inp.registry, &h);
+        let t_policy = t.elapsed();
+        let t = Instant::now();
+        let nodes = srvd::zone::build_nodes(&cfg, &inp.statics, &inp.registry, &answers);
+        let t_nodes = t.elapsed();
+        let t = Instant::now();
+        let same = *prev.nodes == nodes && *prev.answers == answers;
+        let t_cmp = t.elapsed();
+        let t = Instant::now();
+        let c = p.lock().clone();
+        drop(c);
+        let t_clone = t.elapsed();
+        let snap = Arc::new(srvd::zone::Snapshot::new(&cfg, Arc::new(nodes), Arc::new(answers), 1));
+        let t = Instant::now();
+        let s = Served::new(snap);
+        let t_served = t.elapsed();
+        let t = Instant::now();
+        drop(s);
+        let t_drop = t.elapsed();
+        println!(
+            "policy {t_policy:?} nodes {t_nodes:?} full compare (only after a config or registry change) {t_cmp:?} ({same}) core clone {t_clone:?} served {t_served:?} drop served {t_drop:?}"
+        );
+    }
+}
+
+/// Figures for docs/performance.md: CPU share and RSS of the real `srvd`
+/// binary checking N `check = "tcp"` masters with the default [health]
+/// timing, N = 1,000 and 10,000 (`bench/scale.sh`; raise the fd limit
+/// first). Every master is a distinct host name on 127.0.0.1 at one port,
+/// where one listener here accepts and closes the check connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: bench/scale.sh"]
+async fn checking_cpu_and_rss() {
+    let window = Duration::from_secs(std::env::var("SCALE_BENCH_WINDOW_S").ok().and_then(|v| v.parse().ok()).unwrap_or(30));
+    println!("srvd checking N tcp masters (default timing, {}s window):", window.as_secs());
+    for n in [1_000usize, 10_000] {
+        check_n_masters(n, window).await;
+    }
+}
+
+async fn check_n_masters(n: usize, window: Duration) {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = sock.listen(4096).unwrap();
+    let mport = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicU64::new(0));
+    let acc = accepted.clone();
+    let server = tokio::spawn(async move {
+        loop {
+            if let Ok((c, _)) = listener.accept().await {
+                acc.fetch_add(1, Ordering::Relaxed);
+                drop(c);
+            }
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let sites = 10;
+    let mut reg = String::with_capacity(n * 120);
+    for i in 0..n {
+        reg.push_str(&format!(
+            "[[master]]\nhost = \"m{i}.dc{}.{}\"\nsite = \"dc{}\"\nport = {mport}\nroles = [\"puppet\"]\naddresses = [\"127.0.0.1\"]\ncheck = \"tcp\"\n",
+            i % sites,
+            ORIGIN.trim_end_matches('.'),
+            i % sites
+        ));
+    }
+    std::fs::write(d.join("masters.toml"), reg).unwrap();
+    let dns = loop {
+        let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let p = u.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            break p;
+        }
+    };
+    let mut cfg = format!(
+        "[zone]\norigin = \"{ORIGIN}\"\nnameservers = [\"ns1\"]\n[server]\nlisten = [\"127.0.0.1:{dns}\"]\ncontrol_socket = \"{d}/control.sock\"\nstate_dir = \"{d}/state\"\nregistry = \"{d}/masters.toml\"\n",
+        d = d.display()
+    );
+    for i in 0..sites {
+        cfg.push_str(&format!("[[site]]\nname = \"dc{i}\"\n"));
+    }
+    std::fs::write(d.join("srvd.toml"), cfg).unwrap();
+    let t_start = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_srvd"))
+        .arg("--config")
+        .arg(d.join("srvd.toml"))
+        .env("SRVD_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("srvd runs");
+    let pid = child.id();
+    // Warm-up: until every master has been checked at least once (and the
+    // first publication is done), then 5 s more.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while accepted.load(Ordering::Relaxed) < n as u64 {
+        assert!(Instant::now() < deadline, "only {} of {n} masters checked", accepted.load(Ordering::Relaxed));
+        assert!(child.try_wait().unwrap().is_none(), "srvd exited");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let first_round = t_start.elapsed();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (c0, a0, t0) = (cpu_seconds(pid), accepted.load(Ordering::Relaxed), Instant::now());
+    tokio::time::sleep(window).await;
+    let (c1, a1, secs) = (cpu_seconds(pid), accepted.load(Ordering::Relaxed), t0.elapsed().as_secs_f64());
+    let rss = proc_rss_kib(pid);
+    // SAFETY: kill(2) on the child we started; SIGTERM makes srvd store its health states.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    child.wait().unwrap();
+    server.abort();
+    let stored = std::fs::read_to_string(d.join("state/health.json")).unwrap_or_default();
+    let up = stored.matches("\"up\"").count();
+    println!(
+        "  {n} masters: {:.1}% of one core ({:.2} CPU s per minute); RSS {} MiB; {:.0} checks/s; every master checked once after {:.1} s; {up} of {n} up at the stop",
+        (c1 - c0) / secs * 100.0,
+        (c1 - c0) / secs * 60.0,
+        rss / 1024,
+        (a1 - a0) as f64 / secs,
+        first_round.as_secs_f64(),
+    );
+    assert_eq!(up, n, "every master up");
+}
+
+/// utime + stime of a process, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rfind(')').and_then(|i| stat.get(i + 2..)).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 =
+        f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    ticks / if hz > 0 { hz as f64 } else { 100.0 }
+}
+
+fn proc_rss_kib(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
