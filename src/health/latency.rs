@@ -2,18 +2,18 @@
 //! (docs/health.md, "Hang"). Pure: durations in, durations out.
 //!
 //! - `deadline`: how long one check may take before it counts as failed:
-//!   `timeout`, or 4 × the master's usual slow answer (p95 of its last 32
+//!   `timeout`, or 4 × the master's usual answer time (p75 of its last 32
 //!   passing checks) when that is longer, never more than 4 × `timeout`. A
 //!   Puppet Server answers the status API in milliseconds, so this is
 //!   `timeout` for it; a master that is always slow gets room instead of
 //!   flapping.
 //! - `confirm_after`: when a check has not answered by then, a confirming
-//!   check on a fresh connection starts beside it: 2 × the usual slow
-//!   answer, at least `timeout` / 8, at most `timeout` / 2. A hung master
-//!   then fails twice (the first check at its deadline, the confirming one
-//!   `confirm_after` later); a pause shorter than `confirm_after` +
-//!   `deadline` (a GC pause) lets the confirming check pass, and one pass
-//!   is not a failure.
+//!   check on a fresh connection starts beside it, and another
+//!   `confirm_after` later, up to `fall` in flight: 2 × the usual answer
+//!   time, at least `timeout` / 8, at most `timeout` / 2. A hung master
+//!   then fails `fall` times within deadline + (fall − 1) × confirm_after;
+//!   a pause shorter than that (a GC pause) lets the last confirming check
+//!   pass, and one pass ends the failures.
 
 use std::time::Duration;
 
@@ -43,21 +43,22 @@ impl Latency {
         self.next = (self.next + 1) % SAMPLES;
     }
 
-    /// The 95th percentile of the remembered latencies (`None`: none yet).
-    pub fn p95(&self) -> Option<Duration> {
+    /// The usual latency: the 75th percentile of the remembered ones, so
+    /// a few GC pauses do not count (`None`: none yet).
+    pub fn usual(&self) -> Option<Duration> {
         if self.samples.is_empty() {
             return None;
         }
         let mut v = self.samples.clone();
         v.sort_unstable();
-        // The rank ceil(0.95 n), 1-based.
-        let rank = (v.len() * 95).div_ceil(100).max(1);
+        // The rank ceil(0.75 n), 1-based.
+        let rank = (v.len() * 3).div_ceil(4).max(1);
         v.get(rank - 1).map(|us| Duration::from_micros(u64::from(*us)))
     }
 
     /// How long a check may take before it counts as failed.
     pub fn deadline(&self, timeout: Duration) -> Duration {
-        match self.p95() {
+        match self.usual() {
             None => timeout,
             Some(p) => timeout.max(p.saturating_mul(4).min(timeout.saturating_mul(4))),
         }
@@ -65,7 +66,7 @@ impl Latency {
 
     /// When a confirming check starts beside a check that has not answered.
     pub fn confirm_after(&self, timeout: Duration) -> Duration {
-        let p = self.p95().unwrap_or(Duration::ZERO);
+        let p = self.usual().unwrap_or(Duration::ZERO);
         p.saturating_mul(2).clamp(timeout / 8, timeout / 2)
     }
 }

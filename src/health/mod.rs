@@ -166,7 +166,10 @@ pub(crate) enum Msg {
     /// At start-up: this many probes check at once, hold the verdicts
     /// until each has finished its first round (or `within` has passed), so
     /// the first round publishes at most once.
-    Expect { probes: usize, within: Duration },
+    Expect {
+        probes: usize,
+        within: Duration,
+    },
     /// A probe of [`Msg::Expect`] finished its first round.
     Settled,
 }
@@ -238,7 +241,9 @@ async fn supervise(ctx: Arc<Ctx>, opts: Options, tracker: TaskTracker, shutdown:
             // their verdicts until all have (at most one publication at start).
             let probes = wanted
                 .iter()
-                .filter(|((k, _), (_, roles))| roles.iter().any(|r| !matches!(states.get(&(k.clone(), *r)), Some(Health::Up | Health::Down))))
+                .filter(|((k, _), (_, roles))| {
+                    roles.iter().any(|r| !matches!(states.get(&(k.clone(), *r)), Some(Health::Up | Health::Down)))
+                })
                 .count();
             // A first round ends by then even against hung masters.
             let within = timing.confirm_bound();

@@ -11,9 +11,9 @@
 //!   connection: a crash is confirmed by refused connects within
 //!   milliseconds, and one lost check is cancelled by the next one;
 //! - a check that has not answered by `confirm_after` gets a confirming
-//!   check on a fresh connection beside it (at most two in flight); each
-//!   fails at its own deadline ([`Latency`]), and the first pass ends the
-//!   round.
+//!   check on a fresh connection beside it, and so on every
+//!   `confirm_after` (at most `fall` in flight, 2..=4); each fails at its
+//!   own deadline ([`Latency`]), and the first pass ends the round.
 //!
 //! A down master gets one check per round (`rise` decides across rounds).
 
@@ -64,7 +64,7 @@ fn start(mut check: Box<dyn Check>, deadline: Duration) -> Running {
 }
 
 /// The first of the running checks to finish (pending while none runs).
-async fn next_done(slots: &mut [Option<Running>; 2]) -> Done {
+async fn next_done(slots: &mut [Option<Running>]) -> Done {
     std::future::poll_fn(|cx| {
         for s in slots.iter_mut() {
             if let Some(f) = s
@@ -116,7 +116,9 @@ pub(crate) async fn run_probe(ctx: Arc<Ctx>, spec: ProbeSpec, factory: Arc<dyn C
         let period = if p.hs.iter().any(Hysteresis::wants_fast) { p.timing.fast_interval } else { p.timing.interval };
         next += period.mul_f64(rand::rng().random_range(0.0..1.0));
     }
-    let mut last_close_round: Option<Instant> = None;
+    // When a close of the held connection last turned out harmless (the
+    // reconnect passed: the master closes idle connections by itself).
+    let mut last_harmless_close: Option<Instant> = None;
     loop {
         let closed = async {
             match main.as_mut() {
@@ -130,18 +132,18 @@ pub(crate) async fn run_probe(ctx: Arc<Ctx>, spec: ProbeSpec, factory: Arc<dyn C
             _ = tokio::time::sleep_until(next) => None,
             r = closed => Some(r),
         };
-        if let Some(reason) = woke_by_close {
+        if let Some(reason) = &woke_by_close {
             // A master that closes every kept connection at once gets no
             // more than one extra round per interval.
-            if last_close_round.is_some_and(|t| t.elapsed() < p.timing.interval) {
+            if last_harmless_close.is_some_and(|t| t.elapsed() < p.timing.interval) {
                 continue;
             }
             tracing::debug!(host = p.host, port = p.spec.key.port, reason, "held connection ended; checking at once");
-            last_close_round = Some(Instant::now());
         }
         let started = Instant::now();
-        if p.round(&mut main, &mut lat, &token).await.is_none() {
-            return;
+        let Some(failed) = p.round(&mut main, &mut lat, &token).await else { return };
+        if woke_by_close.is_some() && !failed {
+            last_harmless_close = Some(started);
         }
         if owe_settled {
             owe_settled = false;
@@ -154,16 +156,21 @@ pub(crate) async fn run_probe(ctx: Arc<Ctx>, spec: ProbeSpec, factory: Arc<dyn C
 }
 
 impl Probing {
-    /// One round (see the module doc); `None` when cancelled.
-    async fn round(&mut self, main: &mut Option<Box<dyn Check>>, lat: &mut Latency, token: &CancellationToken) -> Option<()> {
+    /// One round (see the module doc): whether a check of it failed;
+    /// `None` when cancelled.
+    async fn round(&mut self, main: &mut Option<Box<dyn Check>>, lat: &mut Latency, token: &CancellationToken) -> Option<bool> {
+        let mut failed = false;
         let deadline = lat.deadline(self.timing.timeout);
         let confirm_after = lat.confirm_after(self.timing.timeout);
         let first = main.take().unwrap_or_else(|| self.fresh());
-        let mut slots: [Option<Running>; 2] = [Some(start(first, deadline)), None];
+        // Up to `fall` checks in flight (2..=4), so a hang is confirmed
+        // `fall` times within one deadline plus (fall - 1) x confirm_after.
+        let mut slots: Vec<Option<Running>> = (0..self.timing.fall.clamp(2, 4)).map(|_| None).collect();
+        slots[0] = Some(start(first, deadline));
         let mut confirm_at = published_up(&self.hs).then(|| Instant::now() + confirm_after);
         loop {
             if slots.iter().all(Option::is_none) {
-                return Some(());
+                return Some(failed);
             }
             tokio::select! {
                 biased;
@@ -173,26 +180,31 @@ impl Probing {
                     if d.outcome.ok {
                         lat.push(d.latency);
                         *main = Some(d.check);
-                        return Some(());
+                        return Some(failed);
                     }
+                    failed = true;
                     if main.is_none() {
                         *main = Some(d.check);
                     }
                     if !published_up(&self.hs) {
                         // Decided (down), or nothing to confirm: the rest is moot.
-                        return Some(());
+                        return Some(failed);
                     }
                     if confirming(&self.hs) && slots.iter().all(Option::is_none) {
                         slots[0] = Some(start(self.fresh(), deadline));
-                        confirm_at = None;
+                        confirm_at = Some(Instant::now() + confirm_after);
                     }
                 }
                 _ = tokio::time::sleep_until(confirm_at.unwrap_or_else(Instant::now)), if confirm_at.is_some() => {
                     confirm_at = None;
                     if published_up(&self.hs)
-                        && let Some(free) = slots.iter_mut().find(|s| s.is_none())
+                        && let Some(i) = slots.iter().position(Option::is_none)
                     {
-                        *free = Some(start(self.fresh(), deadline));
+                        slots[i] = Some(start(self.fresh(), deadline));
+                        // The next one, while a slot is left.
+                        if slots.iter().any(Option::is_none) {
+                            confirm_at = Some(Instant::now() + confirm_after);
+                        }
                     }
                 }
             }
