@@ -251,7 +251,7 @@ async fn accept_loop(listener: TcpListener, inner: Arc<Inner>, epoch: u64) {
                 if let Behaviour::Lossy(n) = inner.behaviour.borrow().0
                     && rand::random_range(0..n.max(1)) == 0
                 {
-                    let _ = stream.set_linger(Some(std::time::Duration::ZERO));
+                    let _ = stream.set_zero_linger();
                     continue; // dropped at once: reset
                 }
                 tokio::spawn(connection(stream, inner.clone()));
@@ -315,7 +315,7 @@ async fn connection(stream: TcpStream, inner: Arc<Inner>) {
             Behaviour::Healthy => known_path(&path),
             Behaviour::Lossy(n) if rand::random_range(0..n.max(1)) == 0 => {
                 if rand::random_bool(0.5) {
-                    let _ = s.get_ref().0.set_linger(Some(std::time::Duration::ZERO));
+                    let _ = s.get_ref().0.set_zero_linger();
                     return; // reset
                 }
                 let _ = tokio::time::timeout(std::time::Duration::from_secs(5), hold(&mut rx, gone)).await;
