@@ -164,7 +164,7 @@ async fn bench_failover_timing_with_defaults() {
         }
     }
     println!();
-    println!("health failover with default settings (interval 1s, fast_interval 250ms, timeout 750ms, rise 2, fall 2):");
+    println!("health failover with default settings (interval 1s, fast_interval 250ms, timeout 700ms, rise 2, fall 3):");
     println!("  crash (connection refused) -> gone from DNS: {}   target median <= 200, max <= 500", summary(&crash));
     println!("  hang -> gone from DNS:                       {}   target median <= 1500, max <= 2000", summary(&hang));
     println!("  HTTP 503 -> gone from DNS:                   {}", summary(&sick));
