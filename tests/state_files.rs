@@ -253,6 +253,10 @@ async fn serial_is_never_served_unstored_and_never_goes_back() {
     script.set_down("m2.example.com", true);
     until("m2 out of the answers", Duration::from_secs(20), async || targets(&d).await == vec!["m1.example.com"]).await;
     assert_eq!(d.serial(), s0, "an unstored serial was served");
+    // The serial is stored health::SERIAL_COALESCE after the answers change.
+    until("serial store attempted", Duration::from_secs(5), async || d.running.as_ref().unwrap().publisher.serial_store().failures >= 2)
+        .await;
+    assert_eq!(d.serial(), s0, "an unstored serial was served");
     let st = d.running.as_ref().unwrap().publisher.serial_store();
     assert!(st.behind && st.failures >= 2, "{st:?}");
     assert!(st.error.as_deref().unwrap_or("").contains(&serial_path.display().to_string()), "{st:?}");
