@@ -3,19 +3,28 @@
 //! reason ("connection refused", "HTTP 503", "certificate not valid for
 //! host", "not a CA (404)", "cannot resolve HOST: ...").
 //!
-//! One `reqwest::Client` per master keeps its connection alive between
-//! checks (Puppet Server allows keep-alive), so a steady-state check costs one
-//! request, not a TCP + TLS handshake. A master that crashes resets the kept
-//! connection and the next check reconnects and sees the refusal.
+//! Each check holds its connection to the master between checks: an
+//! `https` check keeps its TLS connection alive (Puppet Server allows
+//! keep-alive) and speaks a minimal HTTP/1.1 on it, so a steady-state check
+//! costs one request, not a TCP + TLS handshake; a `tcp` check keeps the
+//! connection of its last connect. [`Check::closed`] resolves as soon as
+//! the master closes or resets that idle connection (a crashed master's
+//! kernel does so at once), and the scheduler then checks again at once: a
+//! refused reconnect is a failure, a working one (a master that closed an
+//! idle connection by itself) is not.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use rustls::CertificateError;
+use rustls::pki_types::ServerName;
 use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
 
 use crate::input::config::HealthConfig;
 use crate::input::registry::{CheckKind, Master, Role};
@@ -91,11 +100,23 @@ impl CheckOutcome {
 }
 
 /// Something that checks one (master, probe). The scheduler adds the
-/// timeout around [`Check::check`]; implementations need not.
+/// timeout around [`Check::check`]; implementations need not. A check
+/// made by [`CheckFactory::make`] starts without a connection, so a second
+/// one made while the first is in use is a check on a fresh connection
+/// (the scheduler's confirming checks).
 #[async_trait]
 pub trait Check: Send {
-    /// Runs one check; the scheduler cuts it off at `health.timeout`.
+    /// One check: on the held connection when there is one (a held
+    /// connection the master closed meanwhile is replaced by a fresh one
+    /// before anything counts), else on a new connection.
     async fn check(&mut self) -> CheckOutcome;
+
+    /// Resolves, with a reason, when the held idle connection is closed or
+    /// reset by the master (the connection is then dropped); never resolves
+    /// while no connection is held. Cancel-safe.
+    async fn closed(&mut self) -> String {
+        std::future::pending().await
+    }
 }
 
 /// Makes a [`Check`] for each (master, probe). The daemon uses
@@ -112,76 +133,76 @@ pub trait CheckFactory: Send + Sync + 'static {
 /// The real checks, over the network.
 pub struct NetworkChecks {
     tls: Mutex<Arc<rustls::ClientConfig>>,
-    /// How long an idle kept-alive connection is kept.
-    idle: Mutex<Duration>,
 }
 
 impl NetworkChecks {
-    /// Checks with the TLS material and timing of `cfg` (loaded by the config).
+    /// Checks with the TLS material of `cfg` (loaded by the config).
     pub fn new(cfg: &HealthConfig) -> NetworkChecks {
-        NetworkChecks { tls: Mutex::new(cfg.tls.config().clone()), idle: Mutex::new(idle_for(cfg)) }
+        NetworkChecks { tls: Mutex::new(cfg.tls.config().clone()) }
     }
-}
-
-fn idle_for(cfg: &HealthConfig) -> Duration {
-    (cfg.interval * 3).max(Duration::from_secs(10))
 }
 
 impl CheckFactory for NetworkChecks {
     fn make(&self, master: &Master, probe: Probe) -> Box<dyn Check> {
-        let host = master.host_str();
+        let target = Target { host: master.host_str(), port: master.port, addresses: master.addresses.clone() };
         match probe.path() {
-            None => Box::new(TcpCheck { host, port: master.port, addresses: master.addresses.clone() }),
+            None => Box::new(TcpCheck { target, conn: None }),
             Some(path) => {
-                let tls = (**self.tls.lock().unwrap_or_else(|e| e.into_inner())).clone();
-                let idle = *self.idle.lock().unwrap_or_else(|e| e.into_inner());
-                let addresses = master.addresses.clone();
-                let make_client: ClientMaker = Box::new(move || {
-                    reqwest::Client::builder()
-                        .use_preconfigured_tls(tls.clone())
-                        .dns_resolver(Arc::new(MasterResolver { addresses: addresses.clone() }))
-                        .no_proxy()
-                        .redirect(reqwest::redirect::Policy::none())
-                        .pool_max_idle_per_host(1)
-                        .pool_idle_timeout(idle)
-                        .tcp_nodelay(true)
-                        .user_agent(concat!("srvd/", env!("CARGO_PKG_VERSION"), " health-check"))
-                        .build()
-                });
-                let url = format!("https://{host}:{}{path}", master.port);
-                Box::new(HttpsCheck { client: make_client(), make_client, url, probe, host })
+                let tls = TlsConnector::from(self.tls.lock().unwrap_or_else(|e| e.into_inner()).clone());
+                let name = ServerName::try_from(target.host.clone()).ok();
+                let request = format!(
+                    "GET {path} HTTP/1.1\r\nHost: {}:{}\r\nUser-Agent: srvd/{} health-check\r\nAccept: */*\r\n\r\n",
+                    target.host,
+                    target.port,
+                    env!("CARGO_PKG_VERSION")
+                )
+                .into_bytes();
+                Box::new(HttpsCheck { target, tls, name, request, probe, conn: None, buf: Vec::new() })
             }
         }
     }
 
     fn configure(&self, cfg: &HealthConfig) {
         *self.tls.lock().unwrap_or_else(|e| e.into_inner()) = cfg.tls.config().clone();
-        *self.idle.lock().unwrap_or_else(|e| e.into_inner()) = idle_for(cfg);
     }
 }
 
-/// Resolution failure, kept recognisable in the reqwest error chain.
+/// Where a master is reached: its registry `addresses`, else what the
+/// system resolver returns for its host name.
+struct Target {
+    host: String,
+    port: u16,
+    addresses: Vec<IpAddr>,
+}
+
+impl Target {
+    /// Connects to the first address that accepts.
+    async fn connect(&self) -> Result<TcpStream, String> {
+        let addrs = if self.addresses.is_empty() {
+            system_resolve(&self.host, self.port).await.map_err(|e| e.to_string())?
+        } else {
+            self.addresses.iter().map(|ip| SocketAddr::new(*ip, self.port)).collect()
+        };
+        let mut last = None;
+        for a in addrs {
+            match TcpStream::connect(a).await {
+                Ok(s) => {
+                    let _ = s.set_nodelay(true);
+                    return Ok(s);
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.map(|e| io_reason(&e)).unwrap_or_else(|| "no address to connect to".into()))
+    }
+}
+
+/// Resolution failure.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot resolve {host}: {reason}")]
 struct ResolveError {
     host: String,
     reason: String,
-}
-
-/// Resolves a master: its registry `addresses` when given, else the system resolver.
-struct MasterResolver {
-    addresses: Vec<IpAddr>,
-}
-
-impl reqwest::dns::Resolve for MasterResolver {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let fixed: Vec<SocketAddr> = self.addresses.iter().map(|ip| SocketAddr::new(*ip, 0)).collect();
-        let host = name.as_str().to_string();
-        Box::pin(async move {
-            let addrs = if fixed.is_empty() { system_resolve(&host, 0).await? } else { fixed };
-            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
-        })
-    }
 }
 
 async fn system_resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, ResolveError> {
@@ -199,87 +220,114 @@ fn resolve_reason(e: &io::Error) -> String {
     s.rsplit_once(": ").map(|(_, r)| r.to_string()).unwrap_or(s)
 }
 
+/// A TCP connect; the connection of the last successful connect is held,
+/// so a crash (the master's kernel resets it) is seen at once.
 struct TcpCheck {
-    host: String,
-    port: u16,
-    addresses: Vec<IpAddr>,
+    target: Target,
+    conn: Option<TcpStream>,
 }
 
 #[async_trait]
 impl Check for TcpCheck {
     async fn check(&mut self) -> CheckOutcome {
-        let addrs = if self.addresses.is_empty() {
-            match system_resolve(&self.host, self.port).await {
-                Ok(a) => a,
-                Err(e) => return CheckOutcome::fail(e.to_string()),
+        match self.target.connect().await {
+            Ok(s) => {
+                self.conn = Some(s);
+                CheckOutcome::ok("connected")
             }
-        } else {
-            self.addresses.iter().map(|ip| SocketAddr::new(*ip, self.port)).collect()
-        };
-        let mut last = None;
-        for a in addrs {
-            match tokio::net::TcpStream::connect(a).await {
-                Ok(_) => return CheckOutcome::ok("connected"),
-                Err(e) => last = Some(e),
+            Err(reason) => {
+                self.conn = None;
+                CheckOutcome::fail(reason)
             }
         }
-        CheckOutcome::fail(last.map(|e| io_reason(&e)).unwrap_or_else(|| "no address to connect to".into()))
+    }
+
+    async fn closed(&mut self) -> String {
+        let Some(c) = self.conn.as_mut() else { return std::future::pending().await };
+        let mut b = [0u8; 256];
+        let reason = loop {
+            // Whatever a master sends unasked on a bare TCP connection is
+            // read and ignored; only the end of the connection matters.
+            match c.read(&mut b).await {
+                Ok(0) => break "connection closed by the master".to_string(),
+                Ok(_) => continue,
+                Err(e) => break io_reason(&e),
+            }
+        };
+        self.conn = None;
+        reason
     }
 }
 
-/// Builds a fresh HTTPS client (and so a fresh connection pool).
-type ClientMaker = Box<dyn Fn() -> Result<reqwest::Client, reqwest::Error> + Send + Sync>;
-
+/// `GET` of the Puppet status API over a kept-alive TLS connection.
 struct HttpsCheck {
-    client: Result<reqwest::Client, reqwest::Error>,
-    /// After a failed check the pool is dropped: the next check opens a new
-    /// connection instead of reusing one the master may have given up on
-    /// (e.g. after a TLS 1.3 post-handshake alert).
-    make_client: ClientMaker,
-    url: String,
+    target: Target,
+    tls: TlsConnector,
+    /// The name the certificate is verified for (`None`: not a DNS name).
+    name: Option<ServerName<'static>>,
+    /// The whole request, built once.
+    request: Vec<u8>,
     probe: Probe,
-    host: String,
+    conn: Option<TlsStream<TcpStream>>,
+    /// Read buffer, kept between checks.
+    buf: Vec<u8>,
 }
 
 /// Bodies are read (so the connection can be reused) up to this size.
 const MAX_BODY: usize = 64 * 1024;
+/// A response head larger than this is not a status answer.
+const MAX_HEAD: usize = 16 * 1024;
 
 #[async_trait]
 impl Check for HttpsCheck {
     async fn check(&mut self) -> CheckOutcome {
-        let outcome = self.check_once().await;
-        if !outcome.ok {
-            self.client = (self.make_client)();
+        if let Some(mut c) = self.conn.take() {
+            match exchange(&mut c, &self.request, &mut self.buf).await {
+                Ok(a) => return self.judge(a, c),
+                // Closed before any byte of the answer (the master may drop
+                // idle connections): not a failure, try a fresh connection.
+                Err(HttpError::Stale(_)) => {}
+                Err(e) => return CheckOutcome::fail(e.reason(&self.target.host)),
+            }
         }
-        outcome
+        let Some(name) = self.name.clone() else {
+            return CheckOutcome::fail(format!("{} is not a valid TLS server name", self.target.host));
+        };
+        let tcp = match self.target.connect().await {
+            Ok(s) => s,
+            Err(reason) => return CheckOutcome::fail(reason),
+        };
+        let mut c = match self.tls.connect(name, tcp).await {
+            Ok(c) => c,
+            Err(e) => return CheckOutcome::fail(find_reason(&e, &self.target.host).unwrap_or_else(|| format!("TLS handshake: {e}"))),
+        };
+        match exchange(&mut c, &self.request, &mut self.buf).await {
+            Ok(a) => self.judge(a, c),
+            Err(e) => CheckOutcome::fail(e.reason(&self.target.host)),
+        }
+    }
+
+    async fn closed(&mut self) -> String {
+        let Some(c) = self.conn.as_mut() else { return std::future::pending().await };
+        // TLS session tickets and the like are handled inside rustls; the
+        // read returns only on application data, the end, or an error.
+        let mut b = [0u8; 256];
+        let reason = match c.read(&mut b).await {
+            Ok(0) => "connection closed by the master".to_string(),
+            Ok(_) => "unexpected data from the master".to_string(),
+            Err(e) => find_reason(&e, &self.target.host).unwrap_or_else(|| e.to_string()),
+        };
+        self.conn = None;
+        reason
     }
 }
 
 impl HttpsCheck {
-    async fn check_once(&mut self) -> CheckOutcome {
-        let client = match &self.client {
-            Ok(c) => c,
-            Err(e) => return CheckOutcome::fail(format!("cannot build HTTPS client: {e}")),
-        };
-        let mut resp = match client.get(&self.url).send().await {
-            Ok(r) => r,
-            Err(e) => return CheckOutcome::fail(error_reason(&e, &self.host)),
-        };
-        let status = resp.status();
-        let mut read = 0usize;
-        loop {
-            match resp.chunk().await {
-                Ok(Some(c)) => {
-                    read += c.len();
-                    if read > MAX_BODY {
-                        break;
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => return CheckOutcome::fail(format!("HTTP {}: body: {}", status.as_u16(), error_reason(&e, &self.host))),
-            }
+    fn judge(&mut self, a: Answer, c: TlsStream<TcpStream>) -> CheckOutcome {
+        if a.keep {
+            self.conn = Some(c);
         }
-        match status.as_u16() {
+        match a.status {
             200 => CheckOutcome::ok("HTTP 200"),
             404 if self.probe == Probe::CaStatus => CheckOutcome::fail("not a CA (404)"),
             code => CheckOutcome::fail(format!("HTTP {code}")),
@@ -287,16 +335,236 @@ impl HttpsCheck {
     }
 }
 
-/// Turns a reqwest error into a short reason by looking through its causes.
-pub fn error_reason(e: &reqwest::Error, host: &str) -> String {
-    if let Some(r) = find_reason(e, host) {
-        return r;
+/// A status answer: its code and whether the connection can be reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Answer {
+    /// The HTTP status code.
+    pub status: u16,
+    /// The connection may be kept for the next check (keep-alive, body read whole).
+    pub keep: bool,
+}
+
+/// Why an exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// The connection was gone before any byte of the answer.
+    #[error("connection closed: {0}")]
+    Stale(io::Error),
+    /// Reading or writing failed after the answer had begun.
+    #[error("{0}")]
+    Io(io::Error),
+    /// The master closed the connection in the middle of the answer.
+    #[error("connection closed by the master")]
+    Eof,
+    /// The bytes are not an HTTP/1.1 answer srvd understands.
+    #[error("malformed HTTP answer: {0}")]
+    Malformed(&'static str),
+}
+
+impl HttpError {
+    fn reason(&self, host: &str) -> String {
+        match self {
+            HttpError::Stale(e) | HttpError::Io(e) => find_reason(e, host).unwrap_or_else(|| e.to_string()),
+            other => other.to_string(),
+        }
     }
-    let mut innermost: &(dyn std::error::Error + 'static) = e;
-    while let Some(s) = innermost.source() {
-        innermost = s;
+}
+
+/// Sends `request` and reads one answer (head and body) into `buf`.
+async fn exchange<S>(c: &mut S, request: &[u8], buf: &mut Vec<u8>) -> Result<Answer, HttpError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
+{
+    buf.clear();
+    if let Err(e) = c.write_all(request).await {
+        return Err(HttpError::Stale(e));
     }
-    if e.is_connect() { format!("connect failed: {innermost}") } else { innermost.to_string() }
+    if let Err(e) = c.flush().await {
+        return Err(HttpError::Stale(e));
+    }
+    let mut parser = Parser::default();
+    loop {
+        match parser.advance(buf)? {
+            Some(a) => return Ok(a),
+            None => {
+                let start = buf.len();
+                buf.resize(start.saturating_add(4096), 0);
+                let r = c.read(buf.get_mut(start..).unwrap_or_default()).await;
+                let n = match r {
+                    Ok(n) => n,
+                    Err(e) if start == 0 => return Err(HttpError::Stale(e)),
+                    Err(e) => return Err(HttpError::Io(e)),
+                };
+                buf.truncate(start.saturating_add(n));
+                if n == 0 {
+                    if start == 0 {
+                        return Err(HttpError::Stale(io::ErrorKind::UnexpectedEof.into()));
+                    }
+                    // A body delimited by the end of the connection.
+                    if let Some(a) = parser.at_eof() {
+                        return Ok(a);
+                    }
+                    return Err(HttpError::Eof);
+                }
+            }
+        }
+    }
+}
+
+/// How the body of an answer ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    Length(usize),
+    Chunked,
+    UntilClose,
+}
+
+/// An incremental HTTP/1.1 response reader over a growing buffer.
+#[derive(Debug, Default)]
+pub struct Parser {
+    head: Option<(usize, u16, bool, Framing)>,
+    /// Chunked: where the next chunk-size line starts.
+    pos: usize,
+}
+
+impl Parser {
+    /// Looks at `buf` (everything read so far); `Some` once the answer is whole.
+    pub fn advance(&mut self, buf: &[u8]) -> Result<Option<Answer>, HttpError> {
+        let (body_start, status, keep, framing) = match self.head {
+            Some(h) => h,
+            None => {
+                let Some(end) = find(buf, b"\r\n\r\n") else {
+                    if buf.len() > MAX_HEAD {
+                        return Err(HttpError::Malformed("head too large"));
+                    }
+                    return Ok(None);
+                };
+                let h = parse_head(buf.get(..end).unwrap_or_default())?;
+                let body_start = end.saturating_add(4);
+                let h = (body_start, h.0, h.1, h.2);
+                self.head = Some(h);
+                self.pos = body_start;
+                h
+            }
+        };
+        let body = buf.get(body_start..).unwrap_or_default();
+        match framing {
+            Framing::Length(n) if n > MAX_BODY => Ok(Some(Answer { status, keep: false })),
+            Framing::Length(n) => Ok((body.len() >= n).then_some(Answer { status, keep: keep && body.len() == n })),
+            Framing::UntilClose => {
+                if body.len() > MAX_BODY {
+                    return Ok(Some(Answer { status, keep: false }));
+                }
+                Ok(None)
+            }
+            Framing::Chunked => loop {
+                if self.pos.saturating_sub(body_start) > MAX_BODY {
+                    return Ok(Some(Answer { status, keep: false }));
+                }
+                let rest = buf.get(self.pos..).unwrap_or_default();
+                let Some(eol) = find(rest, b"\r\n") else { return Ok(None) };
+                let line = rest.get(..eol).unwrap_or_default();
+                let hex = line.split(|b| *b == b';').next().unwrap_or_default();
+                let size = std::str::from_utf8(hex)
+                    .ok()
+                    .and_then(|s| usize::from_str_radix(s.trim(), 16).ok())
+                    .ok_or(HttpError::Malformed("bad chunk size"))?;
+                let data = eol.saturating_add(2);
+                if size == 0 {
+                    // Trailers (usually none) end with an empty line.
+                    let trailers = rest.get(data..).unwrap_or_default();
+                    if trailers.starts_with(b"\r\n") {
+                        let end = self.pos.saturating_add(data).saturating_add(2);
+                        return Ok(Some(Answer { status, keep: keep && buf.len() == end }));
+                    }
+                    return match find(trailers, b"\r\n\r\n") {
+                        Some(t) => {
+                            let end = self.pos.saturating_add(data).saturating_add(t).saturating_add(4);
+                            Ok(Some(Answer { status, keep: keep && buf.len() == end }))
+                        }
+                        None => Ok(None),
+                    };
+                }
+                let next = data.checked_add(size).and_then(|n| n.checked_add(2)).ok_or(HttpError::Malformed("bad chunk size"))?;
+                if rest.len() < next {
+                    if size > MAX_BODY {
+                        return Ok(Some(Answer { status, keep: false }));
+                    }
+                    return Ok(None);
+                }
+                if rest.get(next.saturating_sub(2)..next) != Some(b"\r\n") {
+                    return Err(HttpError::Malformed("bad chunk"));
+                }
+                self.pos = self.pos.saturating_add(next);
+            },
+        }
+    }
+
+    /// The answer when the connection ended (a body delimited by the close).
+    pub fn at_eof(&self) -> Option<Answer> {
+        match self.head {
+            Some((_, status, _, Framing::UntilClose)) => Some(Answer { status, keep: false }),
+            _ => None,
+        }
+    }
+}
+
+/// Status line and headers: (status, keep-alive, framing).
+fn parse_head(head: &[u8]) -> Result<(u16, bool, Framing), HttpError> {
+    let text = std::str::from_utf8(head).map_err(|_| HttpError::Malformed("head is not text"))?;
+    let mut lines = text.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let mut parts = status_line.splitn(3, ' ');
+    let version = parts.next().unwrap_or_default();
+    let status: u16 = parts
+        .next()
+        .filter(|s| s.len() == 3)
+        .and_then(|s| s.parse().ok())
+        .filter(|s| (100..600).contains(s))
+        .ok_or(HttpError::Malformed("bad status line"))?;
+    let mut keep = match version {
+        "HTTP/1.1" => true,
+        "HTTP/1.0" => false,
+        _ => return Err(HttpError::Malformed("not HTTP/1.x")),
+    };
+    let mut length = None;
+    let mut chunked = false;
+    for line in lines {
+        let Some((k, v)) = line.split_once(':') else { return Err(HttpError::Malformed("bad header")) };
+        let (k, v) = (k.trim(), v.trim());
+        if k.eq_ignore_ascii_case("content-length") {
+            let n: usize = v.parse().map_err(|_| HttpError::Malformed("bad Content-Length"))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(HttpError::Malformed("conflicting Content-Length"));
+            }
+            length = Some(n);
+        } else if k.eq_ignore_ascii_case("transfer-encoding") {
+            chunked = v.rsplit(',').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("chunked"));
+        } else if k.eq_ignore_ascii_case("connection") {
+            for t in v.split(',') {
+                if t.trim().eq_ignore_ascii_case("close") {
+                    keep = false;
+                } else if t.trim().eq_ignore_ascii_case("keep-alive") && version == "HTTP/1.0" {
+                    keep = true;
+                }
+            }
+        }
+    }
+    let framing = if status == 204 || status == 304 || (100..200).contains(&status) {
+        Framing::Length(0)
+    } else if chunked {
+        Framing::Chunked
+    } else if let Some(n) = length {
+        Framing::Length(n)
+    } else {
+        keep = false;
+        Framing::UntilClose
+    };
+    Ok((status, keep, framing))
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
 }
 
 /// The first cause with a known short reason. io::Errors may wrap other

@@ -39,6 +39,8 @@
 pub mod board;
 pub mod check;
 pub mod hysteresis;
+pub mod latency;
+mod probe;
 pub mod state;
 pub mod store;
 
@@ -56,6 +58,7 @@ use tokio_util::task::TaskTracker;
 pub use board::{Counts, HealthBoard, LastCheck, RoleStatus};
 pub use check::{Check, CheckFactory, CheckOutcome, NetworkChecks, Probe};
 pub use hysteresis::{Hysteresis, Phase, Transition};
+pub use latency::Latency;
 pub use state::{Health, HealthStates, health_of};
 pub use store::Stored;
 
@@ -94,6 +97,12 @@ impl Timing {
             fall: cfg.fall,
             jitter: jitter.clamp(0.0, 0.9),
         }
+    }
+
+    /// How long a first round can take at most: a confirming check
+    /// started at `timeout` / 2 failing at its deadline, plus slack.
+    pub fn confirm_bound(&self) -> Duration {
+        self.timeout.saturating_mul(4).saturating_add(self.timeout / 2).saturating_add(Duration::from_millis(100))
     }
 
     fn jittered(&self, d: Duration) -> Duration {
@@ -156,10 +165,28 @@ pub struct Options {
 /// this often even without new transitions.
 pub const SERIAL_RETRY: Duration = Duration::from_secs(5);
 
+/// The new serial owed by published transitions is stored this long after
+/// the first of them, so transitions close together share one serial.
+pub const SERIAL_COALESCE: Duration = Duration::from_millis(50);
+
 struct Ctx {
     target: Arc<dyn Target>,
     board: Arc<HealthBoard>,
-    events: mpsc::UnboundedSender<Verdict>,
+    events: mpsc::UnboundedSender<Msg>,
+}
+
+/// What the probe tasks (and the supervisor) tell the applier.
+pub(crate) enum Msg {
+    Verdict(Verdict),
+    /// At start-up: this many probes check at once, hold the verdicts
+    /// until each has finished its first round (or `within` has passed), so
+    /// the first round publishes at most once.
+    Expect {
+        probes: usize,
+        within: Duration,
+    },
+    /// A probe of [`Msg::Expect`] finished its first round.
+    Settled,
 }
 
 /// Starts the checker on `tracker`; everything stops on `shutdown`.
@@ -188,6 +215,7 @@ async fn supervise(ctx: Arc<Ctx>, opts: Options, tracker: TaskTracker, shutdown:
     let mut since_restored: HashMap<(MasterKey, Role), SystemTime> = opts.stored.states.iter().map(|(k, (_, t))| (k.clone(), *t)).collect();
     let mut current_cfg: Option<HealthConfig> = None;
     let mut timing = None;
+    let mut first_pass = true;
     loop {
         let (registry, cfg, states) = ctx.target.checked();
         if current_cfg.as_ref() != Some(&cfg) {
@@ -222,6 +250,20 @@ async fn supervise(ctx: Arc<Ctx>, opts: Options, tracker: TaskTracker, shutdown:
             keep
         });
         ctx.board.retain(|k, role, probe| wanted.get(&(k.clone(), probe)).is_some_and(|(_, roles)| roles.contains(&role)));
+        if first_pass {
+            first_pass = false;
+            // Probes with a state to settle check at once; the applier holds
+            // their verdicts until all have (at most one publication at start).
+            let probes = wanted
+                .iter()
+                .filter(|((k, _), (_, roles))| {
+                    roles.iter().any(|r| !matches!(states.get(&(k.clone(), *r)), Some(Health::Up | Health::Down)))
+                })
+                .count();
+            // A first round ends by then even against hung masters.
+            let within = timing.confirm_bound();
+            let _ = ctx.events.send(Msg::Expect { probes, within });
+        }
         for (k, (m, roles)) in wanted {
             if running.contains_key(&k) {
                 continue;
@@ -233,8 +275,8 @@ async fn supervise(ctx: Arc<Ctx>, opts: Options, tracker: TaskTracker, shutdown:
                 let since = since_restored.remove(&(k.0.clone(), *r)).unwrap_or(now);
                 ctx.board.insert(&k.0, *r, k.1, *p, since);
             }
-            let check = opts.factory.make(m, k.1);
-            tracker.spawn(run_probe(ctx.clone(), ProbeSpec { key: k.0.clone(), roles, phases }, check, timing.clone(), token.clone()));
+            let spec = probe::ProbeSpec { key: k.0.clone(), master: m.clone(), probe: k.1, roles, phases };
+            tracker.spawn(probe::run_probe(ctx.clone(), spec, opts.factory.clone(), timing.clone(), token.clone()));
             running.insert(k, Running { master: m.clone(), token });
         }
 
@@ -242,7 +284,7 @@ async fn supervise(ctx: Arc<Ctx>, opts: Options, tracker: TaskTracker, shutdown:
         let stale = states.keys().any(|(k, r)| !registry.get(k).is_some_and(|m| m.has_role(*r)));
         if stale {
             // Published by the applier, off the async runtime.
-            let _ = ctx.events.send(Verdict::Prune);
+            let _ = ctx.events.send(Msg::Verdict(Verdict::Prune));
         }
 
         tokio::select! {
@@ -260,82 +302,7 @@ fn same_check(a: &Master, b: &Master) -> bool {
     a.host == b.host && a.port == b.port && a.addresses == b.addresses && a.check == b.check && a.roles == b.roles
 }
 
-struct ProbeSpec {
-    key: MasterKey,
-    roles: Vec<Role>,
-    phases: Vec<Phase>,
-}
-
-/// Checks one (master, probe) until cancelled.
-async fn run_probe(ctx: Arc<Ctx>, spec: ProbeSpec, mut check: Box<dyn Check>, timing: Timing, token: CancellationToken) {
-    let ProbeSpec { key, roles, phases } = spec;
-    let host = crate::input::names::host_string(&key.host);
-    let mut hs: Vec<Hysteresis> = phases.iter().map(|p| Hysteresis::new(*p)).collect();
-    let timeout_reason = format!("timeout after {}", check::fmt_duration(timing.timeout));
-
-    // Unknown and pending states are settled at once; known ones are spread
-    // over their first period so a restart does not check everything at once.
-    let settled = phases.iter().all(|p| matches!(p, Phase::Up | Phase::Down));
-    let mut next = Instant::now();
-    if settled {
-        let period = if hs.iter().any(Hysteresis::wants_fast) { timing.fast_interval } else { timing.interval };
-        next += period.mul_f64(rand::rng().random_range(0.0..1.0));
-    }
-    loop {
-        tokio::select! {
-            biased;
-            _ = token.cancelled() => return,
-            _ = tokio::time::sleep_until(next) => {}
-        }
-        let started = Instant::now();
-        let outcome = tokio::select! {
-            biased;
-            _ = token.cancelled() => return,
-            r = tokio::time::timeout(timing.timeout, check.check()) => match r {
-                Ok(o) => o,
-                Err(_) => CheckOutcome::fail(timeout_reason.clone()),
-            },
-        };
-        let latency = started.elapsed();
-        ctx.board.count_check(outcome.ok);
-        let published = ctx.target.published(&key, &roles);
-        let at = SystemTime::now();
-        for (i, role) in roles.iter().enumerate() {
-            let h = &mut hs[i];
-            let t = h.record(outcome.ok, timing.rise, timing.fall);
-            if let Some(t) = t {
-                log_transition(&host, key.port, *role, t, &outcome.reason);
-                if t.changes_health() {
-                    ctx.board.count_transition(t.to);
-                }
-            }
-            ctx.board.with(&key, *role, |s| {
-                if let Some(t) = t {
-                    s.state = t.to.as_str();
-                    s.since_unix = board::unix_secs(at);
-                    s.state_reason = outcome.reason.clone();
-                }
-                s.consecutive_ok = h.consecutive_ok();
-                s.consecutive_fail = h.consecutive_fail();
-                s.last = Some(LastCheck {
-                    at_unix_ms: at.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
-                    ok: outcome.ok,
-                    reason: outcome.reason.clone(),
-                    latency_ms: latency.as_secs_f64() * 1000.0,
-                });
-            });
-            let want = h.phase().health();
-            if t.is_some() || want != published[i] {
-                let _ = ctx.events.send(Verdict::Health { key: key.clone(), role: *role, health: want });
-            }
-        }
-        let fast = hs.iter().any(Hysteresis::wants_fast);
-        let period = timing.jittered(if fast { timing.fast_interval } else { timing.interval });
-        next = (started + period).max(Instant::now());
-    }
-}
-
-fn log_transition(host: &str, port: u16, role: Role, t: Transition, reason: &str) {
+pub(crate) fn log_transition(host: &str, port: u16, role: Role, t: Transition, reason: &str) {
     let (old, new) = (t.from.as_str(), t.to.as_str());
     if !t.changes_health() {
         tracing::debug!(host, port, %role, old, new, reason, "first check of {host}:{port} ({role}) passed");
@@ -346,24 +313,71 @@ fn log_transition(host: &str, port: u16, role: Role, t: Transition, reason: &str
     }
 }
 
+/// After the first transition of a batch, the applier waits for more
+/// until none has come for [`COALESCE_QUIET`], at most [`COALESCE_MAX`]: a
+/// whole site failing at once publishes once (one new serial), and no
+/// failover waits more than [`COALESCE_MAX`].
+pub const COALESCE_QUIET: Duration = Duration::from_millis(3);
+/// See [`COALESCE_QUIET`].
+pub const COALESCE_MAX: Duration = Duration::from_millis(10);
+
 /// Applies transitions in batches: each batch is one
 /// [`Target::apply`] on a blocking thread (CPU only: the answers
-/// change at once), and transitions that arrive meanwhile make the next
-/// batch, so many transitions publish once. Persistence (the new serial,
-/// health.json) is left to [`persist`], so a slow or full disk delays
-/// persistence, never the failover, the probes or the DNS tasks.
-async fn apply(target: Arc<dyn Target>, mut rx: mpsc::UnboundedReceiver<Verdict>, dirty: Arc<Dirty>, shutdown: CancellationToken) {
+/// change at once). A batch is what arrives within the coalescing window
+/// ([`COALESCE_QUIET`], [`COALESCE_MAX`]) after its first transition, plus
+/// whatever arrives while the previous batch is applied; at start-up, the
+/// verdicts of the first round are held until every probe has finished it
+/// ([`Msg::Expect`]), so start-up publishes at most once. Persistence (the
+/// new serial, health.json) is left to [`persist`], so a slow or full disk
+/// delays persistence, never the failover, the probes or the DNS tasks.
+async fn apply(target: Arc<dyn Target>, mut rx: mpsc::UnboundedReceiver<Msg>, dirty: Arc<Dirty>, shutdown: CancellationToken) {
+    let mut batch: Vec<Verdict> = Vec::new();
+    // At start-up: probes still to finish their first round, and until when to wait.
+    let mut startup: Option<(usize, Instant)> = None;
+    let take = |m: Msg, batch: &mut Vec<Verdict>, startup: &mut Option<(usize, Instant)>| match m {
+        Msg::Verdict(v) => batch.push(v),
+        Msg::Expect { probes, within } => *startup = Some((probes, Instant::now() + within)),
+        Msg::Settled => {
+            if let Some((left, _)) = startup {
+                *left = left.saturating_sub(1);
+            }
+        }
+    };
     loop {
         let first = tokio::select! {
             _ = shutdown.cancelled() => return,
-            e = rx.recv() => match e { Some(e) => e, None => return },
+            m = rx.recv() => match m { Some(m) => m, None => return },
         };
-        let mut batch = vec![first];
-        while let Ok(e) = rx.try_recv() {
-            batch.push(e);
+        take(first, &mut batch, &mut startup);
+        while let Some((left, until)) = startup {
+            if left == 0 {
+                startup = None;
+                break;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                m = rx.recv() => match m { Some(m) => take(m, &mut batch, &mut startup), None => return },
+                _ = tokio::time::sleep_until(until) => startup = None,
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let end = Instant::now() + COALESCE_MAX;
+        loop {
+            tokio::select! {
+                biased;
+                m = rx.recv() => match m { Some(m) => take(m, &mut batch, &mut startup), None => break },
+                _ = tokio::time::sleep(COALESCE_QUIET) => break,
+                _ = tokio::time::sleep_until(end) => break,
+            }
+        }
+        while let Ok(m) = rx.try_recv() {
+            take(m, &mut batch, &mut startup);
         }
         let t = target.clone();
-        match tokio::task::spawn_blocking(move || t.apply(batch)).await {
+        let b = std::mem::take(&mut batch);
+        match tokio::task::spawn_blocking(move || t.apply(b)).await {
             Ok((changed, owed)) => {
                 dirty.health.fetch_or(changed, std::sync::atomic::Ordering::Relaxed);
                 if changed || owed {
@@ -395,6 +409,14 @@ async fn persist(target: Arc<dyn Target>, board: Arc<HealthBoard>, file: Option<
             _ = dirty.notify.notified() => false,
             _ = tokio::time::sleep(SERIAL_RETRY), if behind => false,
         };
+        if !stop {
+            // Batches that follow within a moment share one new serial (the
+            // answers are already served; only the serial waits).
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = tokio::time::sleep(SERIAL_COALESCE) => {}
+            }
+        }
         // At shutdown, always write: a batch published just before the stop
         // may not have marked the file dirty yet (the applier sets the flag
         // after its blocking publish returns), and one more write is cheap.

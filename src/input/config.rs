@@ -266,21 +266,23 @@ pub struct HealthConfig {
 
 /// Default health timing (measured figures and reasoning: docs/health.md).
 /// Checks run every `interval` (1 s) while a master is healthy and every
-/// `fast_interval` (250 ms) while it fails. A crashed master (connection
-/// refused) fails at once: `fall` = 2 failures take it out within
-/// interval + fast_interval = 1.25 s (target < 2 s); a hung one within
-/// interval + fall × timeout = 3 s; a recovered one returns after `rise` = 2
-/// passing checks, 250 ms apart. fall = 2 keeps one lost packet (one failed
-/// check) from removing a master.
+/// `fast_interval` (250 ms) while it is down. A crashed master resets the
+/// held connection: it is rechecked at once and `fall` = 3 refused connects
+/// take it out within milliseconds. A hung one fails its check at `timeout`
+/// (700 ms) and two confirming checks started timeout / 8 apart at their
+/// own deadlines: out within interval + 700 ms + 2 × 87.5 ms. A recovered
+/// one returns after `rise` = 2 passing checks, 250 ms apart. fall = 3 keeps
+/// two lost checks in a row (1 in 10,000 for a master losing 1 in 100) from
+/// removing a master; confirmations are immediate, so it costs no time.
 pub const DEFAULT_INTERVAL_S: u64 = 1;
 /// Time between checks of a master that passes (`health.fast_interval` default), milliseconds.
 pub const DEFAULT_FAST_INTERVAL_MS: u64 = 250;
 /// Time one check may take (`health.timeout` default), milliseconds.
-pub const DEFAULT_TIMEOUT_MS: u64 = 1000;
+pub const DEFAULT_TIMEOUT_MS: u64 = 700;
 /// Passing checks before a down master is up again (`health.rise` default).
 pub const DEFAULT_RISE: u32 = 2;
 /// Failed checks before an up master is taken out (`health.fall` default).
-pub const DEFAULT_FALL: u32 = 2;
+pub const DEFAULT_FALL: u32 = 3;
 
 /// The validated `[policy]` table: how SRV priorities and the CA are chosen.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -21,6 +21,7 @@ mod dns;
 mod fast_path;
 mod health_bench;
 mod health_daemon;
+mod health_failover;
 mod health_logic;
 mod hostile;
 mod metrics;

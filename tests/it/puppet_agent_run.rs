@@ -216,9 +216,17 @@ async fn estate(tag: &str) -> Estate {
     estate_with(tag, &["--master", PM1, "--master", PM2], "https", &[PM1, PM2]).await
 }
 
+/// Fast [health] timing for the tests that wait for srvd anyway.
+const FAST_HEALTH: &str = "interval = \"300ms\"\nfast_interval = \"200ms\"\ntimeout = \"500ms\"\nrise = 1\nfall = 1\n";
+
 /// [`estate`] with other master certificates (`mkpki.rb` arguments) and
 /// health check kind; returns once srvd publishes `ready` for dc1.
 async fn estate_with(tag: &str, pki: &[&str], check: &str, ready: &[&str]) -> Estate {
+    estate_timed(tag, pki, check, ready, FAST_HEALTH).await
+}
+
+/// [`estate_with`] with the given `[health]` timing lines ("": the defaults).
+async fn estate_timed(tag: &str, pki: &[&str], check: &str, ready: &[&str], timing: &str) -> Estate {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
     let d = dir.display();
@@ -271,12 +279,7 @@ state_dir = "{d}/state"
 registry = "{d}/masters.toml"
 
 [health]
-interval = "300ms"
-fast_interval = "200ms"
-timeout = "500ms"
-rise = 1
-fall = 1
-ca_file = "{d}/pki/ca.pem"
+{timing}ca_file = "{d}/pki/ca.pem"
 
 [[site]]
 name = "dc1"
@@ -472,4 +475,41 @@ async fn agent_run_never_meets_a_misnamed_master_when_srvd_checks_https() {
     let e = estate_with("certname-https", &["--misnamed", &misnamed, "--master", PM2], "https", &[PM2]).await;
     let out = e.assert_run_reaches(&e.pm2, &e.pm1).await;
     assert!(!out.contains("did not match server certificate"), "{out}");
+}
+
+/// Issue 9, with the DEFAULT [health] timing: a master killed (SIGKILL)
+/// just before `puppet agent --test` starts is already gone from the answer
+/// the agent gets. srvd holds a kept-alive connection to the master's
+/// status API, sees the kernel close it, and confirms with refused
+/// connects at once; the agent takes no failed connect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_run_right_after_a_kill_does_not_meet_the_dead_master() {
+    let mut e = estate_timed("kill", &["--master", PM1, "--master", PM2], "https", &[PM1, PM2], "").await;
+    // A few regular checks: srvd holds its connections.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    e.pm1.kill().await;
+    let out = e.assert_run_reaches(&e.pm2, &e.pm1).await;
+    assert!(!out.contains(&format!("Yielding next server of {PM1}")), "the agent tried the dead master:\n{out}");
+    assert!(!out.contains("trying next route"), "no failed connect:\n{out}");
+}
+
+/// Issue 9, with the DEFAULT [health] timing: dc1's master host vanishes
+/// (its address becomes unreachable: no reset, the held connection just
+/// goes silent). Nothing tells srvd until its next check (within
+/// `interval`, 1 s), whose confirming checks on fresh connections fail at
+/// once ("host unreachable"): gone within interval + 3 x confirm_after
+/// (about 1.26 s). The agent here reaches its first SRV lookup sooner than
+/// that after it starts, so it is started 1.3 s after the route change;
+/// from then on it meets no failed connect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_run_right_after_a_host_vanishes_does_not_meet_it() {
+    let e = estate_timed("vanish", &["--master", PM1, "--master", PM2], "https", &[PM1, PM2], "").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let out = e.ns.cmd("ip").args(["route", "add", "unreachable", "127.0.0.11/32", "table", "local"]).output().await.expect("ip runs");
+    assert!(out.status.success(), "ip route add: {}", String::from_utf8_lossy(&out.stderr));
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let out = e.assert_run_reaches(&e.pm2, &e.pm1).await;
+    let log = std::fs::read_to_string(e.dir.join("srvd.log")).unwrap_or_default();
+    assert!(!out.contains(&format!("Yielding next server of {PM1}")), "the agent tried the vanished master:\n{out}\nsrvd log:\n{log}");
+    assert!(!out.contains("trying next route"), "no failed connect:\n{out}\nsrvd log:\n{log}");
 }

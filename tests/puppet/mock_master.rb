@@ -56,15 +56,18 @@ ctx.servername_cb = lambda do |(sock, name)|
   nil # keep this context
 end
 
-def respond(ssl, status, reason, body, type = 'application/json')
+# Status answers keep the connection open (as Puppet Server does, so
+# srvd's health check holds it and sees a kill at once); the rest close it.
+def respond(ssl, status, reason, body, type = 'application/json', keep: false)
   ssl.write("HTTP/1.1 #{status} #{reason}\r\nContent-Type: #{type}\r\n" \
             "Content-Length: #{body.bytesize}\r\nX-Puppet-Version: 7.23.0\r\n" \
-            "Connection: close\r\n\r\n#{body}")
+            "#{keep ? '' : "Connection: close\r\n"}\r\n#{body}")
+  keep
 end
 
 def serve(ssl, peer)
   line = ssl.gets("\r\n")
-  return if line.nil?
+  return false if line.nil?
   method, path, = line.split(' ')
   headers = {}
   while (h = ssl.gets("\r\n")) && h != "\r\n"
@@ -76,11 +79,11 @@ def serve(ssl, peer)
   log('request', 'method' => method, 'path' => path, 'peer' => peer)
   case path
   when ->(_) { SICK && File.exist?(SICK) }
-    respond(ssl, 503, 'Service Unavailable', 'sick', 'text/plain')
+    respond(ssl, 503, 'Service Unavailable', 'sick', 'text/plain', keep: path.start_with?('/status/'))
   when %r{\A/status/v1/simple/ca\b}
-    respond(ssl, 404, 'Not Found', 'not a CA', 'text/plain')
+    respond(ssl, 404, 'Not Found', 'not a CA', 'text/plain', keep: true)
   when %r{\A/status/v1/simple\b}
-    respond(ssl, 200, 'OK', 'running', 'text/plain')
+    respond(ssl, 200, 'OK', 'running', 'text/plain', keep: true)
   else
     body = JSON.generate('message' => "mock master #{NAME}: no catalogs here",
                          'issue_kind' => 'RUNTIME_ERROR')
@@ -99,7 +102,7 @@ loop do
     begin
       ssl.accept
       log('tls', 'sni' => Thread.current[:sni], 'peer' => peer)
-      serve(ssl, peer)
+      nil while serve(ssl, peer)
     rescue StandardError => e
       log('error', 'error' => "#{e.class}: #{e.message}", 'peer' => peer)
     ensure

@@ -109,6 +109,10 @@ pub enum Behaviour {
     Refuse,
     Hang,
     WrongName,
+    /// Healthy, but each request (and each new connection) fails with
+    /// probability 1/n: the connection is reset, or the request is never
+    /// answered (held 5 s), or a new connection is dropped at once.
+    Lossy(u32),
 }
 
 impl Behaviour {
@@ -238,6 +242,12 @@ async fn accept_loop(listener: TcpListener, inner: Arc<Inner>, epoch: u64) {
             r = listener.accept() => {
                 let Ok((stream, _)) = r else { continue };
                 inner.connections.fetch_add(1, Ordering::Relaxed);
+                if let Behaviour::Lossy(n) = inner.behaviour.borrow().0
+                    && rand::random_range(0..n.max(1)) == 0
+                {
+                    let _ = stream.set_zero_linger();
+                    continue; // dropped at once: reset
+                }
                 tokio::spawn(connection(stream, inner.clone()));
             }
             r = rx.changed() => {
@@ -297,6 +307,15 @@ async fn connection(stream: TcpStream, inner: Arc<Inner>) {
                 return;
             }
             Behaviour::Healthy => known_path(&path),
+            Behaviour::Lossy(n) if rand::random_range(0..n.max(1)) == 0 => {
+                if rand::random_bool(0.5) {
+                    let _ = s.get_ref().0.set_zero_linger();
+                    return; // reset
+                }
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(5), hold(&mut rx, gone)).await;
+                return; // never answered
+            }
+            Behaviour::Lossy(_) => known_path(&path),
             Behaviour::NotCa if path == "/status/v1/simple/ca" => 404,
             Behaviour::NotCa => known_path(&path),
             Behaviour::Status(c) => c,
