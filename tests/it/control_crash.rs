@@ -2,6 +2,7 @@
 //! times. The registry file is always the old or the new version and
 //! parseable, and an acknowledged change is never lost. Also SIGHUP = reload.
 
+use crate::common;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -16,35 +17,7 @@ use srvd::input::registry::Registry;
 const SRVD: &str = env!("CARGO_BIN_EXE_srvd");
 
 fn write_config(dir: &Path) -> PathBuf {
-    let cfg = format!(
-        r#"
-[zone]
-origin = "puppet.example.test."
-ttl = 30
-nameservers = ["ns1"]
-hostmaster = "hostmaster@example.test"
-
-[server]
-listen = ["127.0.0.1:0"]
-control_socket = "{d}/control.sock"
-state_dir = "{d}/state"
-registry = "{d}/masters.toml"
-
-[health]
-interval = "1s"
-timeout = "200ms"
-
-[[site]]
-name = "dc1"
-
-[[site]]
-name = "dc2"
-"#,
-        d = dir.display()
-    );
-    let path = dir.join("srvd.toml");
-    std::fs::write(&path, cfg).unwrap();
-    path
+    common::write_binary_config(dir, &["dc1", "dc2"])
 }
 
 struct Srvd {

@@ -5,6 +5,7 @@
 //! it within seconds (exit 0, socket file removed, registry, serial and
 //! health states on disk). Also SIGTERM in the middle of an add-master.
 
+use crate::common;
 use std::io::{ErrorKind, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -25,32 +26,7 @@ const SRVCTL: &str = env!("CARGO_BIN_EXE_srvctl");
 const EXIT_BOUND: Duration = Duration::from_secs(10);
 
 fn write_config(dir: &Path) -> PathBuf {
-    let cfg = format!(
-        r#"
-[zone]
-origin = "puppet.example.test."
-ttl = 30
-nameservers = ["ns1"]
-hostmaster = "hostmaster@example.test"
-
-[server]
-listen = ["127.0.0.1:0"]
-control_socket = "{d}/control.sock"
-state_dir = "{d}/state"
-registry = "{d}/masters.toml"
-
-[health]
-interval = "1s"
-timeout = "200ms"
-
-[[site]]
-name = "dc1"
-"#,
-        d = dir.display()
-    );
-    let path = dir.join("srvd.toml");
-    std::fs::write(&path, cfg).unwrap();
-    path
+    common::write_binary_config(dir, &["dc1"])
 }
 
 struct Srvd {

@@ -218,3 +218,35 @@ pub fn srv(m: &Message) -> Vec<(u16, u16, u16, String)> {
         })
         .collect()
 }
+
+/// Writes `srvd.toml` in `dir` for a srvd binary started by a test: zone
+/// puppet.example.test., UDP/TCP on 127.0.0.1:0, control socket, state and
+/// registry inside `dir`, 1 s / 200 ms health timing, and `sites`.
+pub fn write_binary_config(dir: &std::path::Path, sites: &[&str]) -> std::path::PathBuf {
+    let mut cfg = format!(
+        r#"
+[zone]
+origin = "puppet.example.test."
+ttl = 30
+nameservers = ["ns1"]
+hostmaster = "hostmaster@example.test"
+
+[server]
+listen = ["127.0.0.1:0"]
+control_socket = "{d}/control.sock"
+state_dir = "{d}/state"
+registry = "{d}/masters.toml"
+
+[health]
+interval = "1s"
+timeout = "200ms"
+"#,
+        d = dir.display()
+    );
+    for s in sites {
+        cfg.push_str(&format!("\n[[site]]\nname = \"{s}\"\n"));
+    }
+    let path = dir.join("srvd.toml");
+    std::fs::write(&path, cfg).unwrap();
+    path
+}
