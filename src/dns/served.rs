@@ -77,7 +77,8 @@ impl ServedZone {
             match &link.zone {
                 Some(z) => {
                     let next = Served::following(snap.clone(), Some(&z.current.load()));
-                    z.current.store(Arc::new(next))
+                    // The zone served until now is freed off the publishing thread.
+                    crate::zone::retire::later(z.current.swap(Arc::new(next)));
                 }
                 None => link.pending = Some(snap.clone()),
             }

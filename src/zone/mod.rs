@@ -4,6 +4,7 @@
 
 pub mod policy;
 pub mod publish;
+pub mod retire;
 pub mod serial;
 
 use std::collections::HashMap;

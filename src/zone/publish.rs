@@ -438,8 +438,11 @@ impl Publisher {
         }
         let mut c = self.core();
         *c = core;
-        if let Some(s) = snap {
-            self.snapshot.store(s);
+        let old = snap.map(|s| self.snapshot.swap(s));
+        drop(c);
+        // The replaced snapshot (its policy output and node map) is freed off this thread.
+        if let Some(old) = old {
+            zone::retire::later(old);
         }
     }
 
@@ -484,10 +487,11 @@ impl Publisher {
         let snap = Arc::new(Snapshot::new(&cfg, cur.nodes.clone(), cur.answers.clone(), serial));
         self.store_status().behind = false;
         self.announce(&snap);
-        {
+        let old = {
             let _core = self.core();
-            self.snapshot.store(snap);
-        }
+            self.snapshot.swap(snap)
+        };
+        zone::retire::later(old);
         drop(guard);
         self.serial_tx.send_replace(serial);
         tracing::info!(serial, "published new zone data");
@@ -527,7 +531,7 @@ fn same_verdicts(a: &[policy::RoleAnswer], b: &[policy::RoleAnswer]) -> (bool, b
     }
     let mut same = true;
     for (x, y) in a.iter().zip(b) {
-        same &= x.mode == y.mode && x.verdicts.iter().zip(&y.verdicts).all(|((_, v), (_, w))| v == w);
+        same &= x.mode == y.mode && x.verdicts.verdicts().eq(y.verdicts.verdicts());
         if !same {
             break;
         }
@@ -536,7 +540,7 @@ fn same_verdicts(a: &[policy::RoleAnswer], b: &[policy::RoleAnswer]) -> (bool, b
         return (true, true);
     }
     let records = a.iter().zip(b).all(|(x, y)| {
-        x.records.len() == y.records.len() && x.verdicts.iter().zip(&y.verdicts).all(|((_, v), (_, w))| published(v) == published(w))
+        x.records.len() == y.records.len() && x.verdicts.verdicts().zip(y.verdicts.verdicts()).all(|(v, w)| published(v) == published(w))
     });
     (false, records)
 }

@@ -122,7 +122,7 @@ fn down_pending_and_drained_are_left_out() {
     let a = find(&all, Some("dc1"), Role::Puppet);
     assert_eq!(recs(a), vec![r(20, 10, 8140, "ca3"), r(30, 10, 8140, "b1")]);
     assert_eq!(a.mode, Mode::Normal);
-    let v = |h: &str| a.verdicts.iter().find(|(k, _)| *k == key(h)).unwrap().1.clone();
+    let v = |h: &str| a.verdicts.iter().find(|(k, _)| **k == key(h)).unwrap().1.clone();
     assert_eq!(v("a1"), Verdict::Down);
     assert_eq!(v("a2"), Verdict::Drained);
     assert_eq!(v("c1"), Verdict::Pending);
@@ -200,7 +200,7 @@ fn ca_order_overrides_site_order_and_standby_is_not_published() {
     let all = policy::compute(&cfg, &reg, &HealthStates::new());
     let a = find(&all, Some("dc1"), Role::Ca);
     assert_eq!(recs(a), vec![r(10, 10, 8140, "ca3")]);
-    let v = |h: &str| a.verdicts.iter().find(|(k, _)| *k == key(h)).unwrap().1.clone();
+    let v = |h: &str| a.verdicts.iter().find(|(k, _)| **k == key(h)).unwrap().1.clone();
     assert_eq!(v("ca2"), Verdict::StandbyCa);
     assert_eq!(v("ca1"), Verdict::StandbyCa);
     let st = states(&[("ca3", Role::Ca, Health::Down)]);
