@@ -139,7 +139,7 @@ pub fn build_nodes(config: &Config, statics: &[StaticRecord], registry: &Registr
             .records
             .iter()
             .take(keep)
-            .map(|t| Record::from_rdata(name.clone(), ttl, RData::SRV(SRV::new(t.priority, t.weight, t.port, t.target.clone()))));
+            .map(|t| Record::from_rdata(name.clone(), ttl, RData::SRV(SRV::new(t.priority, t.weight, t.port, Name::clone(&t.target)))));
         if keep > 0 {
             nodes.entry(LowerName::new(&name)).or_default().extend_distinct(RecordType::SRV, srvs);
         }
