@@ -40,7 +40,7 @@ pub(super) fn last_check_detail(c: &Control, key: &MasterKey, role: Role) -> Opt
 }
 
 fn published(snap: &Snapshot, key: &MasterKey, role: Role) -> bool {
-    snap.answers.iter().filter(|a| a.role == role).any(|a| a.records.iter().any(|r| r.target == key.host && r.port == key.port))
+    snap.answers.iter().filter(|a| a.role == role).any(|a| a.records.iter().any(|r| *r.target == key.host && r.port == key.port))
 }
 
 impl Control {

@@ -119,6 +119,19 @@ fn template(snap: &Served, name: &Name, t: RecordType) -> Option<Template> {
     Some(Template { bytes })
 }
 
+/// Whether `snap` has the names of `prev` and differs from it only in
+/// nodes that hold nothing but SRV and TXT records (a health change): no
+/// other name's answer includes those (additional records are addresses),
+/// so every other template stays valid.
+fn only_srv_names_changed(prev: &Served, snap: &Served) -> bool {
+    let srv_txt = |n: &crate::zone::Node| n.rrsets.iter().all(|(t, _)| matches!(*t, RecordType::SRV | RecordType::TXT));
+    prev.zone.nodes.len() == snap.zone.nodes.len()
+        && snap.zone.nodes.iter().all(|(k, n)| match prev.zone.nodes.get(k) {
+            Some(o) => Arc::ptr_eq(o, n) || (srv_txt(o) && srv_txt(n)),
+            None => false,
+        })
+}
+
 impl FastZone {
     /// Pre-encodes every (name, type) of the snapshot. With `prev`, the
     /// zone served before, whose records are the same (`nodes` shared),
@@ -132,9 +145,20 @@ impl FastZone {
         {
             return FastZone { names: p.fast.names.clone(), soa, nx };
         }
+        let reuse = prev.filter(|p| Arc::ptr_eq(&p.zone.config, &snap.zone.config) && only_srv_names_changed(p, snap));
         let mut names = HashMap::with_capacity(snap.nodes.len());
         for (lname, node) in snap.nodes.iter() {
             let name: Name = lname.clone().into();
+            // An unchanged node answers as before: its template is shared.
+            if let Some(p) = reuse
+                && p.zone.nodes.get(lname).is_some_and(|o| Arc::ptr_eq(o, node))
+            {
+                let wire = wire_name(&name);
+                if let Some(f) = p.fast.names.get(&wire) {
+                    names.insert(wire, f.clone());
+                    continue;
+                }
+            }
             let mut f = FastNode::default();
             for (t, rs) in &node.rrsets {
                 let t = *t;

@@ -58,6 +58,11 @@ impl Node {
     }
 }
 
+/// Every owner name of the zone with its records. The nodes are shared
+/// between snapshots: a health change makes only the SRV names whose
+/// records changed again.
+pub type Nodes = HashMap<LowerName, Arc<Node>>;
+
 /// How many of `prios` (sorted, best first) can ever be served when an
 /// answer holds at most `max` records: whole priority groups while they
 /// fit, then the whole first group that does not (answers take a window
@@ -91,14 +96,14 @@ pub struct Snapshot {
     /// Every owner name in the zone, including empty non-terminals. The apex
     /// node holds the NS set; the SOA is kept apart so that data comparisons
     /// ignore the serial.
-    pub nodes: Arc<HashMap<LowerName, Node>>,
+    pub nodes: Arc<Nodes>,
     /// The policy output this snapshot publishes (for explain/status).
     pub answers: Arc<Vec<RoleAnswer>>,
 }
 
 /// Builds the node map (all data but the SOA) from config, static records,
 /// registry and policy answers.
-pub fn build_nodes(config: &Config, statics: &[StaticRecord], registry: &Registry, answers: &[RoleAnswer]) -> HashMap<LowerName, Node> {
+pub fn build_nodes(config: &Config, statics: &[StaticRecord], registry: &Registry, answers: &[RoleAnswer]) -> Nodes {
     let origin = &config.zone.origin;
     let ttl = config.zone.ttl;
     let mut nodes: HashMap<LowerName, Node> = HashMap::new();
@@ -124,25 +129,7 @@ pub fn build_nodes(config: &Config, statics: &[StaticRecord], registry: &Registr
     }
     for a in answers {
         let name = srv_name(origin, a.site.as_deref(), a.role);
-        // The name exists (NODATA, not NXDOMAIN) even when it has no SRV
-        // records. A TXT placeholder gives it a record, so that secondaries,
-        // which learn names only from transferred records, answer NODATA too
-        // (an NXDOMAIN would send agents through their search list first).
-        if a.records.is_empty() {
-            let text = format!("srvd: no {} master is published here; agents fall back to _x-puppet", a.role);
-            add(&mut nodes, Record::from_rdata(name.clone(), ttl, RData::TXT(TXT::new(vec![text]))));
-        }
-        // Only the records an answer can carry (policy.max_srv_records).
-        let prios: Vec<u16> = a.records.iter().map(|t| t.priority).collect();
-        let keep = servable(&prios, config.policy.max_srv_records);
-        let srvs = a
-            .records
-            .iter()
-            .take(keep)
-            .map(|t| Record::from_rdata(name.clone(), ttl, RData::SRV(SRV::new(t.priority, t.weight, t.port, t.target.clone()))));
-        if keep > 0 {
-            nodes.entry(LowerName::new(&name)).or_default().extend_distinct(RecordType::SRV, srvs);
-        }
+        add_answer(config, nodes.entry(LowerName::new(&name)).or_default(), &name, a);
     }
     // Empty non-terminals: every ancestor of every owner, down to the origin.
     let mut names: Vec<Name> = nodes.keys().map(|n| Name::from(n.clone())).collect();
@@ -157,7 +144,59 @@ pub fn build_nodes(config: &Config, statics: &[StaticRecord], registry: &Registr
         }
     }
     nodes.entry(LowerName::new(origin)).or_default();
-    nodes
+    nodes.into_iter().map(|(k, v)| (k, Arc::new(v))).collect()
+}
+
+/// Adds the records of one policy answer to the node of its SRV name.
+fn add_answer(config: &Config, node: &mut Node, name: &Name, a: &RoleAnswer) {
+    let ttl = config.zone.ttl;
+    // The name exists (NODATA, not NXDOMAIN) even when it has no SRV
+    // records. A TXT placeholder gives it a record, so that secondaries,
+    // which learn names only from transferred records, answer NODATA too
+    // (an NXDOMAIN would send agents through their search list first).
+    if a.records.is_empty() {
+        let text = format!("srvd: no {} master is published here; agents fall back to _x-puppet", a.role);
+        node.add(Record::from_rdata(name.clone(), ttl, RData::TXT(TXT::new(vec![text]))));
+    }
+    // Only the records an answer can carry (policy.max_srv_records).
+    let prios: Vec<u16> = a.records.iter().map(|t| t.priority).collect();
+    let keep = servable(&prios, config.policy.max_srv_records);
+    let srvs = a
+        .records
+        .iter()
+        .take(keep)
+        .map(|t| Record::from_rdata(name.clone(), ttl, RData::SRV(SRV::new(t.priority, t.weight, t.port, Name::clone(&t.target)))));
+    if keep > 0 {
+        node.extend_distinct(RecordType::SRV, srvs);
+    }
+}
+
+/// The node map of `answers` where only the answers at `changed` (indices
+/// into `answers`) differ in their records from those `prev` was built
+/// from (same config, zone file and registry): those SRV names' nodes are
+/// made again, every other node is shared with `prev`. `None` when a
+/// changed name also holds other records (then build the map whole);
+/// with it, whether any node differs from `prev`'s.
+pub fn rebuild_answers(config: &Config, prev: &Nodes, answers: &[RoleAnswer], changed: &[usize]) -> Option<(Nodes, bool)> {
+    let origin = &config.zone.origin;
+    let mut nodes = prev.clone();
+    let mut differ = false;
+    for &i in changed {
+        let a = answers.get(i)?;
+        let name = srv_name(origin, a.site.as_deref(), a.role);
+        let lname = LowerName::new(&name);
+        let old = prev.get(&lname)?;
+        if old.rrsets.iter().any(|(t, _)| *t != RecordType::SRV && *t != RecordType::TXT) {
+            return None;
+        }
+        let mut node = Node::default();
+        add_answer(config, &mut node, &name, a);
+        if node != **old {
+            differ = true;
+            nodes.insert(lname, Arc::new(node));
+        }
+    }
+    Some((nodes, differ))
 }
 
 /// The SRV owner name of a role for a site (or the site-less apex pool).
@@ -201,7 +240,7 @@ pub fn soa_record(config: &Config, serial: u32) -> Record {
 impl Snapshot {
     /// The snapshot of `nodes` and `answers` under `serial`. Cheap to call
     /// again with the same data and another serial (the data is shared).
-    pub fn new(config: &Arc<Config>, nodes: Arc<HashMap<LowerName, Node>>, answers: Arc<Vec<RoleAnswer>>, serial: u32) -> Snapshot {
+    pub fn new(config: &Arc<Config>, nodes: Arc<Nodes>, answers: Arc<Vec<RoleAnswer>>, serial: u32) -> Snapshot {
         let soa = soa_record(config, serial);
         let mut negative_soa = soa.clone();
         negative_soa.ttl = config.zone.ttl.min(config.zone.negative_ttl);
