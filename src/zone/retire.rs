@@ -6,8 +6,8 @@
 //! The values are dropped in the order they were handed over. If the thread
 //! cannot be started or has gone, a value is dropped where it is handed over.
 
+use std::sync::OnceLock;
 use std::sync::mpsc::{self, Sender};
-use std::sync::{Mutex, OnceLock};
 
 type Garbage = Box<dyn Send>;
 
@@ -15,14 +15,14 @@ type Garbage = Box<dyn Send>;
 pub fn later<T: Send + 'static>(value: T) {
     let garbage: Garbage = Box::new(value);
     let rest = match sender() {
-        Some(tx) => tx.lock().unwrap_or_else(|e| e.into_inner()).send(garbage).err().map(|e| e.0),
+        Some(tx) => tx.send(garbage).err().map(|e| e.0),
         None => Some(garbage),
     };
     drop(rest);
 }
 
-fn sender() -> Option<&'static Mutex<Sender<Garbage>>> {
-    static TX: OnceLock<Option<Mutex<Sender<Garbage>>>> = OnceLock::new();
+fn sender() -> Option<&'static Sender<Garbage>> {
+    static TX: OnceLock<Option<Sender<Garbage>>> = OnceLock::new();
     TX.get_or_init(|| {
         let (tx, rx) = mpsc::channel::<Garbage>();
         let spawned = std::thread::Builder::new().name("srvd-retire".into()).spawn(move || {
@@ -31,7 +31,7 @@ fn sender() -> Option<&'static Mutex<Sender<Garbage>>> {
             }
         });
         match spawned {
-            Ok(_) => Some(Mutex::new(tx)),
+            Ok(_) => Some(tx),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot start the thread that frees replaced snapshots; freeing them on the publishing thread");
                 None
