@@ -10,9 +10,8 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 use srvd::control::client::{self, ClientError};
-use srvd::control::proto::{AddMaster, Reply, Request, Response};
+use srvd::control::proto::{Reply, Request, Response};
 use srvd::input::config::Config;
-use srvd::input::registry::Registry;
 
 const SRVD: &str = env!("CARGO_BIN_EXE_srvd");
 
@@ -77,19 +76,11 @@ impl Drop for Srvd {
 }
 
 fn add(host: &str) -> Request {
-    Request::AddMaster(AddMaster {
-        host: host.into(),
-        site: "dc1".into(),
-        port: Some(1),
-        addresses: vec!["127.0.0.1".into()],
-        check: Some("tcp".into()),
-        ..Default::default()
-    })
+    common::add_tcp_master(host)
 }
 
 fn hosts(text: &str, file: &Path, config: &Config) -> Vec<String> {
-    let reg = Registry::parse(text, file, config).unwrap_or_else(|e| panic!("registry unparseable after kill -9: {e}\n{text}"));
-    reg.masters.iter().map(|m| m.host_str()).collect()
+    common::registry_hosts(text, file, config, "kill -9")
 }
 
 #[test]

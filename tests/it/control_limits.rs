@@ -16,9 +16,8 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 use srvd::control::client::{self, ClientError};
-use srvd::control::proto::{AddMaster, Reply, Request, Response};
+use srvd::control::proto::{Reply, Request, Response};
 use srvd::input::config::Config;
-use srvd::input::registry::Registry;
 
 const SRVD: &str = env!("CARGO_BIN_EXE_srvd");
 const SRVCTL: &str = env!("CARGO_BIN_EXE_srvctl");
@@ -318,19 +317,11 @@ fn hostile_control_clients_neither_lock_out_srvctl_nor_hold_up_sigterm() {
 }
 
 fn add(host: &str) -> Request {
-    Request::AddMaster(AddMaster {
-        host: host.into(),
-        site: "dc1".into(),
-        port: Some(1),
-        addresses: vec!["127.0.0.1".into()],
-        check: Some("tcp".into()),
-        ..Default::default()
-    })
+    common::add_tcp_master(host)
 }
 
 fn hosts(text: &str, file: &Path, config: &Config) -> Vec<String> {
-    let reg = Registry::parse(text, file, config).unwrap_or_else(|e| panic!("registry unparseable after SIGTERM: {e}\n{text}"));
-    reg.masters.iter().map(|m| m.host_str()).collect()
+    common::registry_hosts(text, file, config, "SIGTERM")
 }
 
 #[test]

@@ -3,6 +3,7 @@
 //! exactly; waits are conditions with a deadline.
 
 use crate::common;
+use crate::common::http;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -11,7 +12,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RecordType};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const O: &str = "puppet.example.test.";
@@ -26,18 +26,6 @@ fn big_registry() -> String {
     (0..20)
         .map(|i| format!("[[master]]\nhost = \"compiler-{i:02}.dc1.puppet.example.test\"\nsite = \"dc1\"\naddresses = [\"127.0.2.{i}\"]\n"))
         .collect()
-}
-
-/// A raw HTTP exchange: (status code, headers, body).
-async fn http(addr: std::net::SocketAddr, request: &str) -> (u16, String, String) {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(request.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut raw)).await.expect("HTTP reply in time").unwrap();
-    let text = String::from_utf8(raw).expect("UTF-8 reply");
-    let (head, body) = text.split_once("\r\n\r\n").expect("head and body");
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, head.to_string(), body.to_string())
 }
 
 async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String, String) {

@@ -7,6 +7,7 @@
 //! Every wait is a condition with a deadline.
 
 use crate::common;
+use crate::common::http;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -16,7 +17,6 @@ use common::{BASE_CONFIG, TestDaemon, srv};
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::RecordType;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
 const PM1: &str = "pm1.dc1.puppet.example.test";
@@ -72,18 +72,6 @@ impl Estate {
     fn addr(&self) -> SocketAddr {
         self.d.metrics_addr()
     }
-}
-
-/// A raw HTTP exchange: (status code, head, body).
-async fn http(addr: SocketAddr, request: &str) -> (u16, String, String) {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(request.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut raw)).await.expect("HTTP reply in time").unwrap();
-    let text = String::from_utf8(raw).expect("UTF-8 reply");
-    let (head, body) = text.split_once("\r\n\r\n").expect("head and body");
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, head.to_string(), body.to_string())
 }
 
 async fn get(addr: SocketAddr, path: &str) -> (u16, String, String) {

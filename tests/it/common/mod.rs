@@ -250,3 +250,38 @@ timeout = "200ms"
     std::fs::write(&path, cfg).unwrap();
     path
 }
+
+/// The add-master request the crash tests send: a tcp-checked master of
+/// site dc1 at 127.0.0.1:1.
+pub fn add_tcp_master(host: &str) -> srvd::control::proto::Request {
+    srvd::control::proto::Request::AddMaster(srvd::control::proto::AddMaster {
+        host: host.into(),
+        site: "dc1".into(),
+        port: Some(1),
+        addresses: vec!["127.0.0.1".into()],
+        check: Some("tcp".into()),
+        ..Default::default()
+    })
+}
+
+/// The hosts of a registry file's text, in file order; a file that does not
+/// parse fails the test, naming `after` (what the file went through).
+pub fn registry_hosts(text: &str, file: &std::path::Path, config: &srvd::input::config::Config, after: &str) -> Vec<String> {
+    let reg = srvd::input::registry::Registry::parse(text, file, config)
+        .unwrap_or_else(|e| panic!("registry unparseable after {after}: {e}\n{text}"));
+    reg.masters.iter().map(|m| m.host_str()).collect()
+}
+
+/// A raw HTTP/1.1 exchange with srvd's metrics listener (which closes the
+/// connection after answering): (status code, head, body).
+pub async fn http(addr: std::net::SocketAddr, request: &str) -> (u16, String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut raw)).await.expect("HTTP reply in time").unwrap();
+    let text = String::from_utf8(raw).expect("UTF-8 reply");
+    let (head, body) = text.split_once("\r\n\r\n").expect("head and body");
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, head.to_string(), body.to_string())
+}
