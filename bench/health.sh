@@ -6,5 +6,6 @@
 set -e
 cd "$(dirname "$0")/.."
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-# The benchmarks are the ignored tests of the health_bench module of tests/it.
-exec ${CARGO:-cargo} test --release -q --test it -- health_bench:: --ignored --nocapture --test-threads=1
+# The benchmarks are the ignored tests of the health_bench module of tests/it,
+# and the vanished-host one of puppet_agent_run (in a network namespace: root).
+exec ${CARGO:-cargo} test --release -q --test it -- health_bench:: puppet_agent_run::vanish_bench --ignored --nocapture --test-threads=1

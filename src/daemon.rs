@@ -174,9 +174,10 @@ pub async fn start_with(
         Some(f) => f,
         None => Arc::new(network_checks),
     };
-    let health_opts = crate::health::Options { factory, stored, jitter: crate::health::DEFAULT_JITTER };
     let (health_tasks, control_tasks, changes, notify_tasks, metrics_tasks) =
         (TaskTracker::new(), TaskTracker::new(), TaskTracker::new(), TaskTracker::new(), TaskTracker::new());
+    let network = Some(crate::health::netwatch::watch(&health_tasks, shutdown.clone()));
+    let health_opts = crate::health::Options { factory, stored, jitter: crate::health::DEFAULT_JITTER, network };
     // The metrics listener stops last (see Tasks::stop_last): during a stop
     // it answers /healthz with 503 until the DNS side has stopped.
     let metrics_stop = CancellationToken::new();

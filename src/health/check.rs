@@ -117,6 +117,13 @@ pub trait Check: Send {
     async fn closed(&mut self) -> String {
         std::future::pending().await
     }
+
+    /// Called after the host's routes, addresses or links changed: when
+    /// the held connection can no longer be routed (its route or its local
+    /// address is gone), drops it and says why. A lookup, no packet.
+    fn unroutable(&mut self) -> Option<String> {
+        None
+    }
 }
 
 /// Makes a [`Check`] for each (master, probe). The daemon uses
@@ -197,6 +204,28 @@ impl Target {
     }
 }
 
+/// Why the held connection `s` can no longer be routed, if so: its peer
+/// has no route any more (an unreachable, prohibit or blackhole route, the
+/// interface down) or its local address is gone. A UDP socket bound to the
+/// connection's local address and connected to its peer does the kernel's
+/// route lookup without sending anything. When that cannot be told (out of
+/// file descriptors, say), the next check will tell.
+fn route_gone(s: &TcpStream) -> Option<String> {
+    let (local, peer) = match (s.local_addr(), s.peer_addr()) {
+        (Ok(l), Ok(p)) => (l, p),
+        (Err(e), _) | (_, Err(e)) => return Some(io_reason(&e)),
+    };
+    let probe = match std::net::UdpSocket::bind(SocketAddr::new(local.ip(), 0)) {
+        Ok(u) => u,
+        Err(e) if e.kind() == io::ErrorKind::AddrNotAvailable => return Some(format!("local address {} is gone", local.ip())),
+        Err(_) => return None,
+    };
+    match probe.connect(peer) {
+        Ok(()) => None,
+        Err(e) => Some(format!("no route to {} any more ({})", peer.ip(), io_reason(&e))),
+    }
+}
+
 /// Resolution failure.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot resolve {host}: {reason}")]
@@ -256,6 +285,12 @@ impl Check for TcpCheck {
         };
         self.conn = None;
         reason
+    }
+
+    fn unroutable(&mut self) -> Option<String> {
+        let reason = route_gone(self.conn.as_ref()?)?;
+        self.conn = None;
+        Some(reason)
     }
 }
 
@@ -319,6 +354,12 @@ impl Check for HttpsCheck {
         };
         self.conn = None;
         reason
+    }
+
+    fn unroutable(&mut self) -> Option<String> {
+        let reason = route_gone(self.conn.as_ref()?.get_ref().0)?;
+        self.conn = None;
+        Some(reason)
     }
 }
 

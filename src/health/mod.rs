@@ -40,6 +40,7 @@ pub mod board;
 pub mod check;
 pub mod hysteresis;
 pub mod latency;
+pub mod netwatch;
 mod probe;
 pub mod state;
 pub mod store;
@@ -159,6 +160,10 @@ pub struct Options {
     pub stored: Stored,
     /// Fraction of each period taken off at random (see [`DEFAULT_JITTER`]); 0 in tests that need exact timing.
     pub jitter: f64,
+    /// Bumped when the host's routes, addresses or links changed
+    /// ([`netwatch::watch`] in the daemon): every probe then looks up the
+    /// route of its held connection. `None`: never.
+    pub network: Option<tokio::sync::watch::Receiver<u64>>,
 }
 
 /// While a serial is owed (it could not be stored), the applier retries
@@ -173,6 +178,7 @@ struct Ctx {
     target: Arc<dyn Target>,
     board: Arc<HealthBoard>,
     events: mpsc::UnboundedSender<Msg>,
+    network: Option<tokio::sync::watch::Receiver<u64>>,
 }
 
 /// What the probe tasks (and the supervisor) tell the applier.
@@ -194,7 +200,7 @@ pub(crate) enum Msg {
 pub fn spawn(target: Arc<dyn Target>, opts: Options, tracker: &TaskTracker, shutdown: CancellationToken) -> Arc<HealthBoard> {
     let board = Arc::new(HealthBoard::new());
     let (tx, rx) = mpsc::unbounded_channel();
-    let ctx = Arc::new(Ctx { target: target.clone(), board: board.clone(), events: tx });
+    let ctx = Arc::new(Ctx { target: target.clone(), board: board.clone(), events: tx, network: opts.network.clone() });
     let dirty = Arc::new(Dirty { health: std::sync::atomic::AtomicBool::new(false), notify: tokio::sync::Notify::new() });
     tracker.spawn(apply(target.clone(), rx, dirty.clone(), shutdown.clone()));
     tracker.spawn(persist(target, board.clone(), opts.stored.path.clone(), dirty, shutdown.clone()));

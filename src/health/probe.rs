@@ -119,10 +119,20 @@ pub(crate) async fn run_probe(ctx: Arc<Ctx>, spec: ProbeSpec, factory: Arc<dyn C
     // When a close of the held connection last turned out harmless (the
     // reconnect passed: the master closes idle connections by itself).
     let mut last_harmless_close: Option<Instant> = None;
+    let mut network = p.ctx.network.clone();
+    if let Some(n) = network.as_mut() {
+        n.mark_unchanged();
+    }
     loop {
         let closed = async {
             match main.as_mut() {
                 Some(m) => m.closed().await,
+                None => std::future::pending().await,
+            }
+        };
+        let network_changed = async {
+            match network.as_mut() {
+                Some(n) => n.changed().await.is_ok(),
                 None => std::future::pending().await,
             }
         };
@@ -131,6 +141,16 @@ pub(crate) async fn run_probe(ctx: Arc<Ctx>, spec: ProbeSpec, factory: Arc<dyn C
             _ = token.cancelled() => return,
             _ = tokio::time::sleep_until(next) => None,
             r = closed => Some(r),
+            still = network_changed => {
+                if !still {
+                    // The watch ended: no more announcements.
+                    network = None;
+                }
+                match main.as_mut().and_then(|m| m.unroutable()) {
+                    Some(reason) => Some(reason),
+                    None => continue,
+                }
+            }
         };
         if let Some(reason) = &woke_by_close {
             // A master that closes every kept connection at once gets no

@@ -44,6 +44,9 @@ enum Mode {
     PausedUntil(Instant),
     /// Each check fails with probability 1/n (refused, reset or timeout).
     Lossy(u32),
+    /// The host's route is gone: the held connection stays silent (no
+    /// reset), a route lookup fails, connects fail at once.
+    Vanished,
 }
 
 #[derive(Clone)]
@@ -53,6 +56,8 @@ struct Masters {
     closes: Arc<Mutex<HashMap<String, watch::Sender<u64>>>>,
     rng: Arc<Mutex<rand::rngs::StdRng>>,
     checks: Arc<Mutex<u64>>,
+    /// Route lookups of held connections (after a network change).
+    lookups: Arc<Mutex<u64>>,
 }
 
 impl Masters {
@@ -62,6 +67,7 @@ impl Masters {
             closes: Arc::default(),
             rng: Arc::new(Mutex::new(rand::rngs::StdRng::seed_from_u64(seed))),
             checks: Arc::default(),
+            lookups: Arc::default(),
         }
     }
 
@@ -100,6 +106,7 @@ impl Check for Scripted {
         let outcome = match self.masters.mode(&self.host) {
             Mode::Ok => CheckOutcome::ok("HTTP 200"),
             Mode::Crashed => CheckOutcome::fail("connection refused"),
+            Mode::Vanished => CheckOutcome::fail("host unreachable"),
             Mode::Hung => std::future::pending().await,
             Mode::PausedUntil(t) => {
                 tokio::time::sleep_until(t).await;
@@ -129,6 +136,15 @@ impl Check for Scripted {
         let _ = rx.changed().await;
         self.held = None;
         "connection reset".into()
+    }
+
+    fn unroutable(&mut self) -> Option<String> {
+        *self.masters.lookups.lock().unwrap() += 1;
+        if self.held.is_some() && self.masters.mode(&self.host) == Mode::Vanished {
+            self.held = None;
+            return Some("no route to the master any more".into());
+        }
+        None
     }
 }
 
@@ -170,6 +186,8 @@ struct Harness {
     token: CancellationToken,
     /// Serial changes seen so far.
     serials: Arc<Mutex<Vec<(Instant, u32)>>>,
+    /// Announces a change of the host's routes (as the route watch does).
+    network: watch::Sender<u64>,
 }
 
 impl Harness {
@@ -190,9 +208,15 @@ impl Harness {
                 s.lock().unwrap().push((Instant::now(), v));
             }
         });
-        let opts = health::Options { factory: Arc::new(masters.clone()), stored: health::Stored::default(), jitter: 0.1 };
+        let (network, network_rx) = watch::channel(0);
+        let opts = health::Options {
+            factory: Arc::new(masters.clone()),
+            stored: health::Stored::default(),
+            jitter: 0.1,
+            network: Some(network_rx),
+        };
         health::spawn(publisher.clone(), opts, &tracker, token.clone());
-        Harness { publisher, masters, tracker, token, serials }
+        Harness { publisher, masters, tracker, token, serials, network }
     }
 
     fn dc1(&self) -> Vec<String> {
@@ -245,6 +269,38 @@ async fn a_crash_is_out_within_the_coalescing_window_at_any_phase() {
         let back = h.until("pm1 back", Duration::from_secs(3), |h| h.dc1().len() == 2).await;
         assert!(back <= Duration::from_millis(520), "recovery took {back:?}");
     }
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_route_change_takes_a_vanished_host_out_at_once_and_costs_nothing_otherwise() {
+    let h = settled(3, 9).await;
+    // A route change that leaves every master reachable: one lookup per
+    // held connection, no check, no change.
+    let (checks, lookups) = (*h.masters.checks.lock().unwrap(), *h.masters.lookups.lock().unwrap());
+    h.network.send_modify(|n| *n += 1);
+    pass(Duration::from_millis(1)).await;
+    assert_eq!(*h.masters.lookups.lock().unwrap() - lookups, 4, "one route lookup per held connection (3 in dc1, 1 in dc2)");
+    assert_eq!(*h.masters.checks.lock().unwrap(), checks, "no check for a route change that changes nothing");
+    assert_eq!(h.dc1().len(), 3);
+    // pm1's host vanishes: nothing closes its connection, its next check
+    // would be up to 1 s away; the route change takes it out at once, at
+    // any phase of the interval.
+    for phase_ms in [0u64, 290, 610, 880] {
+        pass(Duration::from_millis(phase_ms)).await;
+        h.masters.set(&pm(1), Mode::Vanished);
+        h.network.send_modify(|n| *n += 1);
+        let took = h.until("pm1 out", Duration::from_secs(3), |h| h.dc1() == [pm(2), pm(3)]).await;
+        assert!(took <= health::COALESCE_MAX, "phase {phase_ms} ms: took {took:?}");
+        h.masters.set(&pm(1), Mode::Ok);
+        h.until("pm1 back", Duration::from_secs(3), |h| h.dc1().len() == 3).await;
+    }
+    // Without the announcement, a vanished host waits for its next check.
+    pass(Duration::from_millis(1100)).await;
+    h.masters.set(&pm(1), Mode::Vanished);
+    pass(Duration::from_millis(20)).await;
+    assert_eq!(h.dc1().len(), 3, "nothing tells srvd before the next check");
+    h.until("pm1 out at its next check", Duration::from_millis(1100), |h| h.dc1() == [pm(2), pm(3)]).await;
     h.stop().await;
 }
 

@@ -236,7 +236,7 @@ impl Harness {
         let scripts = Scripts::default();
         let tracker = TaskTracker::new();
         let token = CancellationToken::new();
-        let opts = health::Options { factory: Arc::new(scripts.clone()), stored: health::Stored::default(), jitter: 0.0 };
+        let opts = health::Options { factory: Arc::new(scripts.clone()), stored: health::Stored::default(), jitter: 0.0, network: None };
         let board = health::spawn(publisher.clone(), opts, &tracker, token.clone());
         Harness { publisher, scripts, board, tracker, token }
     }
