@@ -304,6 +304,40 @@ pub struct MasterStatus {
     pub safe_to_stop: bool,
     /// One entry per role of the master.
     pub health: Vec<RoleHealth>,
+    /// The master's JRuby figures, when srvd fetches them (capacity
+    /// weights, or the master is drained).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jrubies: Option<Box<JrubyReport>>,
+    /// Drained, answers expired, and no JRuby borrowed in figures fetched
+    /// after that: no agent run is in progress, the master can be stopped.
+    /// `None` when the master is not drained or has no JRuby figures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle: Option<bool>,
+}
+
+/// A master's JRuby pool as last fetched from its status API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JrubyReport {
+    /// When the figures were fetched (none yet: 0).
+    pub at: u64,
+    /// Pool size (`num-jrubies`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total: Option<u32>,
+    /// Idle instances.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub free: Option<u32>,
+    /// Instances lent to requests (agent runs in progress).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub borrowed: Option<u32>,
+    /// Requests waiting for an instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queued: Option<u32>,
+    /// Moving average of spare instances (what capacity weights use).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spare_avg: Option<f64>,
+    /// Why the last fetch failed, while it fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// The health of one role of a master.
@@ -326,6 +360,10 @@ pub struct RoleHealth {
     pub last_check: Option<CheckResult>,
     /// Whether the master is in the answers for this role on at least one name.
     pub published: bool,
+    /// Role `ca`: the fingerprint (`SHA256:..`) of the CA certificate the
+    /// master served when last compared with `health.ca_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_fingerprint: Option<String>,
 }
 
 /// The last health check of one role of a master.
@@ -469,7 +507,10 @@ mod tests {
                     reason: None,
                     last_check: Some(CheckResult { at: 2, ok: true, detail: "200".into(), latency_ms: Some(1.5) }),
                     published: true,
+                    ca_fingerprint: None,
                 }],
+                jrubies: None,
+                idle: None,
             }],
             serial_store: None,
         }));

@@ -4,8 +4,8 @@
 use std::time::SystemTime;
 
 use super::proto::{
-    CheckResult, ExplainReport, Failure, MasterInfo, MasterStatus, MasterVerdict, MastersReport, NameExplain, RoleHealth, SrvRecord,
-    StatusReport,
+    CheckResult, ExplainReport, Failure, JrubyReport, MasterInfo, MasterStatus, MasterVerdict, MastersReport, NameExplain, RoleHealth,
+    SrvRecord, StatusReport,
 };
 use super::{Control, unix};
 use crate::health::{Health, health_of};
@@ -50,6 +50,29 @@ impl Control {
         let st = self.health.get()?.get(key, role)?;
         let last = st.last.map(|l| CheckResult { at: l.at_unix_ms / 1000, ok: l.ok, detail: l.reason, latency_ms: Some(l.latency_ms) });
         Some((st.state.to_string(), st.since_unix, st.state_reason, last))
+    }
+
+    /// The CA fingerprint last seen on (master, ca).
+    fn ca_fingerprint(&self, key: &MasterKey, role: Role) -> Option<String> {
+        if role != Role::Ca {
+            return None;
+        }
+        self.health.get()?.get(key, role)?.ca_fingerprint
+    }
+
+    /// The master's JRuby figures, when the checker fetches them.
+    pub(super) fn jrubies(&self, key: &MasterKey) -> Option<crate::health::JrubyStatus> {
+        self.health.get()?.jrubies(key)
+    }
+
+    /// Whether a drained master whose answers expired at `expire` is idle:
+    /// `Some(true)` when figures fetched at or after `expire` show no
+    /// borrowed JRuby; `None` without figures.
+    pub(super) fn idle(j: Option<&crate::health::JrubyStatus>, expire: Option<SystemTime>) -> Option<bool> {
+        let (j, expire) = (j?, expire?);
+        let m = j.last?;
+        let fetched = std::time::UNIX_EPOCH + std::time::Duration::from_millis(j.at_unix_ms);
+        Some(expire <= SystemTime::now() && fetched >= expire && j.error.is_none() && m.borrowed == 0)
     }
 
     pub(super) fn list(&self) -> MastersReport {
@@ -104,6 +127,7 @@ impl Control {
                         reason: Some(reason).filter(|r| !r.is_empty()),
                         last_check,
                         published,
+                        ca_fingerprint: self.ca_fingerprint(key, role),
                     },
                     None => RoleHealth {
                         role: role.to_string(),
@@ -112,16 +136,30 @@ impl Control {
                         reason: None,
                         last_check: None,
                         published,
+                        ca_fingerprint: None,
                     },
                 }
             })
             .collect();
+        let j = self.jrubies(key);
+        let idle = if m.drained { Self::idle(j.as_ref(), expire) } else { None };
+        let jrubies = j.map(|j| Box::new(JrubyReport {
+            at: j.at_unix_ms / 1000,
+            total: j.last.map(|l| l.total),
+            free: j.last.map(|l| l.free),
+            borrowed: j.last.map(|l| l.borrowed),
+            queued: j.last.map(|l| l.queued),
+            spare_avg: j.spare_avg.map(|a| (a * 100.0).round() / 100.0),
+            error: j.error,
+        }));
         Some(MasterStatus {
             master: info(&m),
             drained_since: drained_since.map(unix),
             answers_expire: expire.map(unix),
             safe_to_stop: expire.is_some_and(|e| e <= SystemTime::now()),
             health,
+            jrubies,
+            idle,
         })
     }
 

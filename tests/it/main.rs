@@ -13,6 +13,7 @@
 
 mod common;
 
+mod ca_guard;
 mod config;
 mod control;
 mod control_crash;
