@@ -689,7 +689,7 @@ impl Parser {
     }
 
     /// The body of the answer [`Parser::advance`] found whole in `buf`,
-    /// de-chunked, at most [`MAX_BODY`] bytes; and whether it was cut.
+    /// de-chunked, at most 64 KiB; and whether it was cut there.
     pub fn body(&self, buf: &[u8]) -> (Vec<u8>, bool) {
         let Some((start, _, _, framing)) = self.head else { return (Vec::new(), false) };
         let rest = buf.get(start..).unwrap_or_default();
