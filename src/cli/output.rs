@@ -292,7 +292,13 @@ fn explain(e: &ExplainReport) -> String {
             let rows: Vec<Vec<String>> = n
                 .masters
                 .iter()
-                .map(|m| vec![m.master.clone(), m.site.clone(), if m.included { "in" } else { "out" }.into(), m.reason.clone()])
+                .map(|m| {
+                    let why = match &m.weight_inputs {
+                        Some(w) if m.included => format!("{}; {w}", m.reason),
+                        _ => m.reason.clone(),
+                    };
+                    vec![m.master.clone(), m.site.clone(), if m.included { "in" } else { "out" }.into(), why]
+                })
                 .collect();
             out.push_str(&table("  ", &["MASTER", "SITE", "IN", "WHY"], &rows));
         }

@@ -441,6 +441,13 @@ pub struct MasterVerdict {
     pub priority: Option<u16>,
     /// A sentence saying why.
     pub reason: String,
+    /// SRV weight it is published with, when in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u16>,
+    /// How the weight was chosen (`policy.weights`): the registry, or the
+    /// capacity figures it follows (spare JRubies, pool size, level).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight_inputs: Option<String>,
 }
 
 /// The `reload` reply: what the reload changed.

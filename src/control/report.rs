@@ -14,6 +14,7 @@ use crate::input::names::host_string;
 use crate::input::registry::{Master, MasterKey, Role};
 use crate::zone::Snapshot;
 use crate::zone::policy::{Mode, RoleAnswer, Verdict};
+use crate::zone::weights::WeightWhy;
 
 pub(super) fn info(m: &Master) -> MasterInfo {
     MasterInfo {
@@ -143,15 +144,17 @@ impl Control {
             .collect();
         let j = self.jrubies(key);
         let idle = if m.drained { Self::idle(j.as_ref(), expire) } else { None };
-        let jrubies = j.map(|j| Box::new(JrubyReport {
-            at: j.at_unix_ms / 1000,
-            total: j.last.map(|l| l.total),
-            free: j.last.map(|l| l.free),
-            borrowed: j.last.map(|l| l.borrowed),
-            queued: j.last.map(|l| l.queued),
-            spare_avg: j.spare_avg.map(|a| (a * 100.0).round() / 100.0),
-            error: j.error,
-        }));
+        let jrubies = j.map(|j| {
+            Box::new(JrubyReport {
+                at: j.at_unix_ms / 1000,
+                total: j.last.map(|l| l.total),
+                free: j.last.map(|l| l.free),
+                borrowed: j.last.map(|l| l.borrowed),
+                queued: j.last.map(|l| l.queued),
+                spare_avg: j.spare_avg.map(|a| (a * 100.0).round() / 100.0),
+                error: j.error,
+            })
+        });
         Some(MasterStatus {
             master: info(&m),
             drained_since: drained_since.map(unix),
@@ -169,6 +172,7 @@ impl Control {
         let core = self.publisher.lock();
         let config = core.inputs.config.clone();
         let registry = core.inputs.registry.clone();
+        let capacity = core.capacity.clone();
         drop(core);
         // None: everything; Some(None): the apex pool; Some(Some(s)): one site.
         let scope: Option<Option<String>> = match site {
@@ -188,12 +192,26 @@ impl Control {
             .iter()
             .filter(|a| scope.as_ref().is_none_or(|s| *s == a.site))
             .map(|a| {
+                let weights: std::collections::HashMap<(&hickory_proto::rr::Name, u16), (u16, WeightWhy)> = a
+                    .records
+                    .iter()
+                    .zip(crate::zone::weights::explain(&config, a, &capacity))
+                    .map(|(r, w)| ((&*r.target, r.port), w))
+                    .collect();
                 let masters = a
                     .verdicts
                     .iter()
                     .map(|(k, v)| {
                         let msite = registry.get(k).map(|m| m.site.clone()).unwrap_or_default();
-                        self.verdict(a, k, &msite, v)
+                        let mut mv = self.verdict(a, k, &msite, v);
+                        if let Some((w, why)) = weights.get(&(&k.host, k.port)) {
+                            mv.weight = Some(*w);
+                            // Only capacity weights have inputs worth showing.
+                            if config.policy.weights == crate::input::config::Weights::Capacity {
+                                mv.weight_inputs = Some(weight_inputs(*w, why));
+                            }
+                        }
+                        mv
                     })
                     .collect();
                 NameExplain {
@@ -251,7 +269,36 @@ impl Control {
                 format!("no {role} master is up and policy.all_down = \"empty\": the name answers NODATA"),
             ),
         };
-        MasterVerdict { master: key.to_string(), site: msite.to_string(), included, verdict: name.into(), tier, priority, reason }
+        MasterVerdict {
+            master: key.to_string(),
+            site: msite.to_string(),
+            included,
+            verdict: name.into(),
+            tier,
+            priority,
+            reason,
+            weight: None,
+            weight_inputs: None,
+        }
+    }
+}
+
+/// How a published weight was chosen, as a sentence.
+fn weight_inputs(w: u16, why: &WeightWhy) -> String {
+    match why {
+        WeightWhy::Static => format!("weight {w} (registry)"),
+        WeightWhy::Capacity { capacity: c, group_max_milli, level } => format!(
+            "weight {w}: {:.1} of {} JRubies spare (moving average), level {level}/{} of the tier's most spare ({:.1}); average wait {} ms",
+            f64::from(c.spare_milli) / 1000.0,
+            c.total,
+            crate::zone::weights::LEVELS,
+            f64::from(*group_max_milli) / 1000.0,
+            c.average_wait_ms
+        ),
+        WeightWhy::Missing(keys) => {
+            let list: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+            format!("weight {w} (registry): no fresh JRuby figures for {} in this tier", list.join(", "))
+        }
     }
 }
 

@@ -14,6 +14,7 @@
 mod common;
 
 mod ca_guard;
+mod capacity;
 mod config;
 mod control;
 mod control_crash;

@@ -168,7 +168,6 @@ impl MockMaster {
     }
 
     /// Serves jruby-metrics figures (Puppet Server 7's format).
-    #[allow(dead_code)] // until the capacity tests
     pub fn set_jrubies(&self, total: u32, free: u32, queued: u32) {
         self.serve(METRICS_PATH, 200, &jruby_metrics(total, free, queued));
     }
@@ -379,11 +378,9 @@ async fn connection(stream: TcpStream, inner: Arc<Inner>) {
 /// Where Puppet Server serves the CA certificate.
 pub const CA_PATH: &str = "/puppet-ca/v1/certificate/ca";
 /// Where srvd fetches JRuby figures.
-#[allow(dead_code)] // until the capacity tests
 pub const METRICS_PATH: &str = "/status/v1/services/jruby-metrics?level=debug";
 
 /// A jruby-metrics answer as Puppet Server 7.9 writes it (debug level).
-#[allow(dead_code)] // until the capacity tests
 pub fn jruby_metrics(total: u32, free: u32, queued: u32) -> String {
     let requested: Vec<String> = (0..queued).map(|i| format!(r#"{{"time":{i},"duration-millis":5,"reason":{{}}}}"#)).collect();
     format!(
