@@ -36,6 +36,9 @@ pub(super) fn render(req: &Request, result: &Result<Response, ClientError>, json
                 Reply::Reload(r) => reload(r),
             };
             let err = match reply {
+                Reply::Change(ChangeReport { wait: Some(w), .. }) if !w.succeeded() && matches!(req, Request::Drain(_)) => {
+                    format!("srvctl: {} is drained but not idle: {}: {}\n", req_host(req), w.outcome, w.detail)
+                }
                 Reply::Change(ChangeReport { wait: Some(w), .. }) if !w.succeeded() => {
                     format!("srvctl: {} was added but is not published: {}: {}\n", req_host(req), w.outcome, w.detail)
                 }
@@ -51,6 +54,7 @@ pub(super) fn render(req: &Request, result: &Result<Response, ClientError>, json
 fn req_host(req: &Request) -> String {
     match req {
         Request::AddMaster(a) => a.host.clone(),
+        Request::Drain(d) => d.host.clone(),
         _ => String::new(),
     }
 }

@@ -16,7 +16,7 @@ pub enum Request {
     /// Remove a master from the registry (`srvctl remove-master`).
     RemoveMaster(Target),
     /// Take a master out of the answers but keep checking it (`srvctl drain`).
-    Drain(Target),
+    Drain(DrainArgs),
     /// Put a drained master back (`srvctl undrain`).
     Undrain(Target),
     /// Change a master's SRV weight (`srvctl set-weight`).
@@ -89,6 +89,20 @@ pub struct AddMaster {
 pub struct Target {
     /// "host" or "host:port"; without a port it must name exactly one master.
     pub host: String,
+}
+
+/// `drain`: a master, and whether to reply only once it is idle.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainArgs {
+    /// "host" or "host:port"; without a port it must name exactly one master.
+    pub host: String,
+    /// Reply once the master has been out of every answer for a full TTL
+    /// and its status API reports no borrowed JRuby (`--wait-idle`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub wait_idle: bool,
+    /// How long `wait_idle` may take, milliseconds (default 600 000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_timeout_ms: Option<u64>,
 }
 
 /// `set-weight`: a new SRV weight for one master.
@@ -226,20 +240,23 @@ pub struct ChangeReport {
     pub wait: Option<WaitOutcome>,
 }
 
-/// How `add-master --wait` ended.
+/// How `add-master --wait` or `drain --wait-idle` ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WaitOutcome {
-    /// "published" (every role passed its first check), "down" (a check
-    /// failed), or "timeout".
+    /// add-master: "published" (every role passed its first check), "down"
+    /// (a check failed), or "timeout". drain: "idle" (safe to stop),
+    /// "timeout" (detail: what is still pending), "undrained" or "removed"
+    /// (changed meanwhile).
     pub outcome: String,
     /// A sentence for the operator (which role failed and why, or how long it waited).
     pub detail: String,
 }
 
 impl WaitOutcome {
-    /// Whether the master was published (srvctl exits 0 only then).
+    /// Whether the wait reached its goal (srvctl exits 0 only then):
+    /// "published" for add-master, "idle" for drain.
     pub fn succeeded(&self) -> bool {
-        self.outcome == "published"
+        self.outcome == "published" || self.outcome == "idle"
     }
 }
 

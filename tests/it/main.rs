@@ -20,6 +20,7 @@ mod control;
 mod control_crash;
 mod control_limits;
 mod dns;
+mod drain_idle;
 mod fast_path;
 mod health_bench;
 mod health_daemon;
