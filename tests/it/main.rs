@@ -34,6 +34,7 @@ mod packaging;
 mod policy;
 mod puppet_agent;
 mod puppet_agent_run;
+mod puppetserver;
 mod scale;
 mod state_files;
 mod status_page;
