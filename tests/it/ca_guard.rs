@@ -21,7 +21,8 @@ const LIMIT: Duration = Duration::from_secs(20);
 
 fn config() -> String {
     format!(
-        "{BASE_CONFIG}\n[health]\ninterval = \"300ms\"\nfast_interval = \"100ms\"\ntimeout = \"500ms\"\nrise = 2\nfall = 2\nca_file = \"{{dir}}/ca.pem\"\n\n[policy]\nca_order = [\"{CA1}\", \"{CA2}\"]\n"
+        "{}\n[health]\ninterval = \"300ms\"\nfast_interval = \"100ms\"\ntimeout = \"500ms\"\nrise = 2\nfall = 2\nca_file = \"{{dir}}/ca.pem\"\n\n[policy]\nca_order = [\"{CA1}\", \"{CA2}\"]\n",
+        BASE_CONFIG.replace("registry = \"{dir}/masters.toml\"", "registry = \"{dir}/masters.toml\"\nmetrics = \"127.0.0.1:0\"")
     )
 }
 
@@ -95,6 +96,11 @@ async fn a_ca_serving_another_ca_certificate_is_never_published() {
     let ca_name = e.names.iter().find(|n| n.role == "ca").unwrap();
     let v = ca_name.masters.iter().find(|m| m.master.starts_with(CA1)).unwrap();
     assert!(v.reason.contains("serves a different CA certificate"), "{v:?}");
+
+    // The status API (behind the status page) carries what each CA serves.
+    let (code, _, body) = common::http(d.metrics_addr(), "GET /api/v1/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    assert_eq!(code, 200);
+    assert!(body.contains(&format!("\"ca_fingerprint\":\"{}\"", other.fingerprint())), "{body}");
 
     // Fixed (the right CA restored): the primary comes back and is active again.
     ca1.serve(CA_PATH, 200, &trusted.cert_pem);
