@@ -161,6 +161,7 @@ async fn the_ca_certificate_is_fetched_per_connection_not_per_check_and_compiler
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let (checks, fetched, conns) = (ca1.requests_for("/status/v1/simple/ca"), ca1.requests_for(CA_PATH), ca1.connections());
+    eprintln!("{checks} ca checks, {fetched} CA certificate fetches, {conns} connections");
     assert!(fetched >= 1 && fetched <= conns, "{fetched} CA fetches for {checks} checks on {conns} connections");
     assert!(fetched * 3 < checks, "{fetched} CA fetches for {checks} checks");
     assert_eq!(pm1.requests_for(CA_PATH), 0, "a non-CA master is never asked for the CA certificate");
