@@ -2,7 +2,7 @@
 
 use clap::Args;
 
-use crate::control::proto::{AddMaster, Request, SetWeight, Target};
+use crate::control::proto::{AddMaster, DrainArgs, Request, SetWeight, Target};
 
 #[derive(Debug, Args)]
 pub struct AddArgs {
@@ -80,7 +80,30 @@ pub(super) fn remove(h: &HostArg) -> Request {
     Request::RemoveMaster(Target { host: h.host.clone() })
 }
 
-pub(super) fn drain(h: &HostArg, drain: bool) -> Request {
-    let t = Target { host: h.host.clone() };
-    if drain { Request::Drain(t) } else { Request::Undrain(t) }
+pub(super) fn undrain(h: &HostArg) -> Request {
+    Request::Undrain(Target { host: h.host.clone() })
+}
+
+#[derive(Debug, Args)]
+pub struct DrainCmd {
+    /// The master: HOST, or HOST:PORT when HOST runs several masters.
+    pub host: String,
+    /// Return only once the master has been out of every answer for a full
+    /// TTL and reports no borrowed JRuby (no agent run in progress): exit 0
+    /// then, 1 on timeout (saying what is still pending).
+    #[arg(long)]
+    pub wait_idle: bool,
+    /// How long --wait-idle waits, like "10m" or "90s".
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_timeout, requires = "wait_idle")]
+    pub timeout: std::time::Duration,
+}
+
+impl DrainCmd {
+    pub fn request(&self) -> Request {
+        Request::Drain(DrainArgs {
+            host: self.host.clone(),
+            wait_idle: self.wait_idle,
+            wait_timeout_ms: self.wait_idle.then_some(u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX)),
+        })
+    }
 }

@@ -57,8 +57,9 @@ pub enum Command {
     AddMaster(master::AddArgs),
     /// Remove a master from the registry and the answers.
     RemoveMaster(master::HostArg),
-    /// Take a master out of the answers; it is still checked.
-    Drain(master::HostArg),
+    /// Take a master out of the answers; it is still checked. With
+    /// --wait-idle, return once it is safe to stop.
+    Drain(master::DrainCmd),
     /// Put a drained master back into the answers.
     Undrain(master::HostArg),
     /// Set a master's SRV weight (0..65535).
@@ -82,8 +83,8 @@ impl Command {
         Some(match self {
             Command::AddMaster(a) => a.request(),
             Command::RemoveMaster(h) => master::remove(h),
-            Command::Drain(h) => master::drain(h, true),
-            Command::Undrain(h) => master::drain(h, false),
+            Command::Drain(d) => d.request(),
+            Command::Undrain(h) => master::undrain(h),
             Command::SetWeight(w) => w.request(),
             Command::List => Request::List,
             Command::Status => status::request(),

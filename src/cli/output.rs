@@ -36,6 +36,9 @@ pub(super) fn render(req: &Request, result: &Result<Response, ClientError>, json
                 Reply::Reload(r) => reload(r),
             };
             let err = match reply {
+                Reply::Change(ChangeReport { wait: Some(w), .. }) if !w.succeeded() && matches!(req, Request::Drain(_)) => {
+                    format!("srvctl: {} is drained but not idle: {}: {}\n", req_host(req), w.outcome, w.detail)
+                }
                 Reply::Change(ChangeReport { wait: Some(w), .. }) if !w.succeeded() => {
                     format!("srvctl: {} was added but is not published: {}: {}\n", req_host(req), w.outcome, w.detail)
                 }
@@ -51,6 +54,7 @@ pub(super) fn render(req: &Request, result: &Result<Response, ClientError>, json
 fn req_host(req: &Request) -> String {
     match req {
         Request::AddMaster(a) => a.host.clone(),
+        Request::Drain(d) => d.host.clone(),
         _ => String::new(),
     }
 }
@@ -229,12 +233,24 @@ fn status(s: &StatusReport) -> String {
         &["MASTER", "SITE", "ROLE", "STATE", "SINCE", "PUBLISHED", "WEIGHT", "DRAINED", "LATENCY", "LAST CHECK"],
         &rows,
     ));
+    for m in &s.masters {
+        for h in m.health.iter().filter(|h| h.ca_fingerprint.is_some()) {
+            let _ = writeln!(out, "{} serves CA certificate {}", m.master.id(), h.ca_fingerprint.as_deref().unwrap_or_default());
+        }
+        if let Some(j) = &m.jrubies {
+            let _ = writeln!(out, "{} JRubies: {}", m.master.id(), jruby_line(j, now));
+        }
+    }
     for m in s.masters.iter().filter(|m| m.master.drained) {
         if let (Some(since), Some(exp)) = (m.drained_since, m.answers_expire) {
-            let verdict = if m.safe_to_stop {
-                "safe to stop now".to_string()
-            } else {
-                format!("safe to stop in {}", fmt_span(exp.saturating_sub(now).max(1)))
+            let verdict = match (m.safe_to_stop, m.idle, &m.jrubies) {
+                (true, Some(true), _) => "idle (no JRuby borrowed): safe to stop now".to_string(),
+                (true, Some(false), Some(j)) if j.error.is_none() => {
+                    format!("answers expired, waiting for {} borrowed JRuby(s) to be returned", j.borrowed.unwrap_or(0))
+                }
+                (true, Some(false), _) => "answers expired; JRuby figures not yet fetched since".to_string(),
+                (true, None, _) => "safe to stop now".to_string(),
+                (false, _, _) => format!("safe to stop in {}", fmt_span(exp.saturating_sub(now).max(1))),
             };
             let _ = writeln!(
                 out,
@@ -246,6 +262,20 @@ fn status(s: &StatusReport) -> String {
         }
     }
     out
+}
+
+fn jruby_line(j: &crate::control::proto::JrubyReport, now: u64) -> String {
+    let mut s = match (j.total, j.free, j.borrowed, j.queued) {
+        (Some(t), Some(f), Some(b), Some(q)) => format!("{b} borrowed, {f} free of {t}, {q} queued ({})", ago(now, j.at)),
+        _ => "no figures yet".to_string(),
+    };
+    if let Some(a) = j.spare_avg {
+        let _ = write!(s, "; spare (average) {a:.1}");
+    }
+    if let Some(e) = &j.error {
+        let _ = write!(s, "; last fetch failed: {e}");
+    }
+    s
 }
 
 fn explain(e: &ExplainReport) -> String {
@@ -266,7 +296,13 @@ fn explain(e: &ExplainReport) -> String {
             let rows: Vec<Vec<String>> = n
                 .masters
                 .iter()
-                .map(|m| vec![m.master.clone(), m.site.clone(), if m.included { "in" } else { "out" }.into(), m.reason.clone()])
+                .map(|m| {
+                    let why = match &m.weight_inputs {
+                        Some(w) if m.included => format!("{}; {w}", m.reason),
+                        _ => m.reason.clone(),
+                    };
+                    vec![m.master.clone(), m.site.clone(), if m.included { "in" } else { "out" }.into(), why]
+                })
                 .collect();
             out.push_str(&table("  ", &["MASTER", "SITE", "IN", "WHY"], &rows));
         }

@@ -97,6 +97,9 @@ impl Client {
     /// Sends one request and waits for its response.
     pub fn call(&mut self, req: &Request) -> Result<Response, ClientError> {
         let timeout = match req {
+            Request::Drain(d) if d.wait_idle => {
+                d.wait_timeout_ms.map_or(super::DEFAULT_IDLE_WAIT, Duration::from_millis).saturating_add(self.timeout)
+            }
             Request::AddMaster(a) if a.wait => {
                 a.wait_timeout_ms.map_or(super::DEFAULT_WAIT, Duration::from_millis).saturating_add(self.timeout)
             }

@@ -100,7 +100,8 @@ impl Control {
                 }
                 (m.key(), true)
             }
-            Request::Drain(t) | Request::Undrain(t) => {
+            Request::Drain(super::proto::DrainArgs { host, .. }) | Request::Undrain(super::proto::Target { host }) => {
+                let t = super::proto::Target { host: host.clone() };
                 let want = matches!(req, Request::Drain(_));
                 let (i, m) = match find_master(&registry, &t.host) {
                     Ok(x) => x,

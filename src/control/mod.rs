@@ -27,6 +27,22 @@ use crate::input::registry::{MasterKey, Role};
 use crate::zone::publish::Publisher;
 use proto::{Failure, Reply, Request, Response, WaitOutcome};
 
+/// How long `drain --wait-idle` waits by default: a long catalog
+/// compilation can take minutes.
+pub const DEFAULT_IDLE_WAIT: Duration = Duration::from_secs(600);
+
+/// How often `drain --wait-idle` looks again.
+const IDLE_POLL: Duration = Duration::from_millis(200);
+
+/// The wait that follows a change.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Wait {
+    /// add-master --wait: until the first check has a result.
+    Checked(Duration),
+    /// drain --wait-idle: until the master is idle.
+    Idle(Duration),
+}
+
 /// How long `add-master --wait` waits by default.
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(60);
 
@@ -153,7 +169,10 @@ impl Control {
             change => {
                 let this = self.clone();
                 let wait = match &change {
-                    Request::AddMaster(a) if a.wait => Some(a.wait_timeout_ms.map_or(DEFAULT_WAIT, Duration::from_millis)),
+                    Request::AddMaster(a) if a.wait => Some(Wait::Checked(a.wait_timeout_ms.map_or(DEFAULT_WAIT, Duration::from_millis))),
+                    Request::Drain(d) if d.wait_idle => {
+                        Some(Wait::Idle(d.wait_timeout_ms.map_or(DEFAULT_IDLE_WAIT, Duration::from_millis)))
+                    }
                     _ => None,
                 };
                 let what = change_target(&change);
@@ -162,18 +181,91 @@ impl Control {
                 let (resp, user) = r.unwrap_or_else(|e| (Response::Error(Failure::new(format!("change failed: {e}"))), None));
                 log_outcome(name, &what, (peer_uid, user.as_deref()), &resp);
                 match (resp, wait) {
-                    (Response::Ok(Reply::Change(mut rep)), Some(timeout)) => {
-                        let key = MasterKey {
-                            host: crate::input::names::parse_absolute(&rep.master.master.host).expect("validated"),
-                            port: rep.master.master.port,
+                    (Response::Ok(Reply::Change(mut rep)), Some(wait)) => {
+                        let Ok(host) = crate::input::names::parse_absolute(&rep.master.master.host) else {
+                            return Response::Ok(Reply::Change(rep));
                         };
-                        rep.wait = Some(self.wait_checked(&key, timeout).await);
+                        let key = MasterKey { host, port: rep.master.master.port };
+                        rep.wait = Some(self.wait_for(&key, wait).await);
                         rep.master = self.master_status(&key).unwrap_or(rep.master);
                         Response::Ok(Reply::Change(rep))
                     }
                     (resp, _) => resp,
                 }
             }
+        }
+    }
+
+    /// Runs one wait of a change.
+    pub(crate) async fn wait_for(&self, key: &MasterKey, wait: Wait) -> WaitOutcome {
+        match wait {
+            Wait::Checked(t) => self.wait_checked(key, t).await,
+            Wait::Idle(t) => self.wait_idle(key, t).await,
+        }
+    }
+
+    /// Waits until a drained master is idle (see [`Control::idle_state`]);
+    /// on timeout, the detail says what is still pending.
+    async fn wait_idle(&self, key: &MasterKey, timeout: Duration) -> WaitOutcome {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let pending = match self.idle_state(key) {
+                Ok(done) => return done,
+                Err(p) => p,
+            };
+            if Instant::now() >= deadline {
+                return WaitOutcome {
+                    outcome: "timeout".into(),
+                    detail: format!("not idle after {}: {pending}", crate::input::names::fmt_duration(timeout)),
+                };
+            }
+            tokio::time::sleep_until(deadline.min(Instant::now() + IDLE_POLL)).await;
+        }
+    }
+
+    /// Whether a drained master is idle: out of every answer for a full
+    /// TTL, and JRuby figures fetched after that show none borrowed.
+    /// `Err` says what is still pending.
+    fn idle_state(&self, key: &MasterKey) -> Result<WaitOutcome, String> {
+        let (drained, ttl, check) = {
+            let core = self.publisher.lock();
+            let Some(m) = core.inputs.registry.get(key) else {
+                return Ok(WaitOutcome { outcome: "removed".into(), detail: format!("{key} was removed meanwhile") });
+            };
+            (m.drained, core.inputs.config.zone.ttl, m.check)
+        };
+        if !drained {
+            return Ok(WaitOutcome { outcome: "undrained".into(), detail: format!("{key} was undrained meanwhile") });
+        }
+        let snap = self.publisher.snapshot();
+        if snap.answers.iter().any(|a| a.records.iter().any(|r| *r.target == key.host && r.port == key.port)) {
+            return Err("still in an answer".into());
+        }
+        let since = self.drains().get(key).copied().unwrap_or_else(SystemTime::now);
+        let expire = since + Duration::from_secs(u64::from(ttl));
+        let now = SystemTime::now();
+        if now < expire {
+            let left = expire.duration_since(now).unwrap_or_default();
+            return Err(format!("cached answers may name it for {} more (zone ttl {ttl}s)", crate::input::names::fmt_duration(left)));
+        }
+        if check == crate::input::registry::CheckKind::Tcp {
+            return Ok(WaitOutcome {
+                outcome: "idle".into(),
+                detail: format!("out of every answer for {ttl}s; a tcp-checked master has no JRuby figures, only the TTL was waited for"),
+            });
+        }
+        let Some(j) = self.jrubies(key) else { return Err("no JRuby figures yet".into()) };
+        if let Some(e) = &j.error {
+            return Err(format!("cannot read its JRuby figures: {e}"));
+        }
+        let fetched = UNIX_EPOCH + Duration::from_millis(j.at_unix_ms);
+        match j.last {
+            Some(m) if fetched >= expire && m.borrowed == 0 => Ok(WaitOutcome {
+                outcome: "idle".into(),
+                detail: format!("out of every answer for {ttl}s and no JRuby borrowed ({} free of {})", m.free, m.total),
+            }),
+            Some(m) if fetched >= expire => Err(format!("{} of {} JRubies borrowed (agent runs in progress)", m.borrowed, m.total)),
+            _ => Err("waiting for JRuby figures fetched after the answers expired".into()),
         }
     }
 
@@ -220,7 +312,8 @@ impl Control {
 fn change_target(req: &Request) -> String {
     match req {
         Request::AddMaster(a) => a.host.clone(),
-        Request::RemoveMaster(t) | Request::Drain(t) | Request::Undrain(t) => t.host.clone(),
+        Request::RemoveMaster(t) | Request::Undrain(t) => t.host.clone(),
+        Request::Drain(d) => d.host.clone(),
         Request::SetWeight(s) => format!("{} weight={}", s.host, s.weight),
         _ => "-".into(),
     }

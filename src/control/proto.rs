@@ -16,7 +16,7 @@ pub enum Request {
     /// Remove a master from the registry (`srvctl remove-master`).
     RemoveMaster(Target),
     /// Take a master out of the answers but keep checking it (`srvctl drain`).
-    Drain(Target),
+    Drain(DrainArgs),
     /// Put a drained master back (`srvctl undrain`).
     Undrain(Target),
     /// Change a master's SRV weight (`srvctl set-weight`).
@@ -89,6 +89,20 @@ pub struct AddMaster {
 pub struct Target {
     /// "host" or "host:port"; without a port it must name exactly one master.
     pub host: String,
+}
+
+/// `drain`: a master, and whether to reply only once it is idle.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainArgs {
+    /// "host" or "host:port"; without a port it must name exactly one master.
+    pub host: String,
+    /// Reply once the master has been out of every answer for a full TTL
+    /// and its status API reports no borrowed JRuby (`--wait-idle`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub wait_idle: bool,
+    /// How long `wait_idle` may take, milliseconds (default 600 000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_timeout_ms: Option<u64>,
 }
 
 /// `set-weight`: a new SRV weight for one master.
@@ -226,20 +240,23 @@ pub struct ChangeReport {
     pub wait: Option<WaitOutcome>,
 }
 
-/// How `add-master --wait` ended.
+/// How `add-master --wait` or `drain --wait-idle` ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WaitOutcome {
-    /// "published" (every role passed its first check), "down" (a check
-    /// failed), or "timeout".
+    /// add-master: "published" (every role passed its first check), "down"
+    /// (a check failed), or "timeout". drain: "idle" (safe to stop),
+    /// "timeout" (detail: what is still pending), "undrained" or "removed"
+    /// (changed meanwhile).
     pub outcome: String,
     /// A sentence for the operator (which role failed and why, or how long it waited).
     pub detail: String,
 }
 
 impl WaitOutcome {
-    /// Whether the master was published (srvctl exits 0 only then).
+    /// Whether the wait reached its goal (srvctl exits 0 only then):
+    /// "published" for add-master, "idle" for drain.
     pub fn succeeded(&self) -> bool {
-        self.outcome == "published"
+        self.outcome == "published" || self.outcome == "idle"
     }
 }
 
@@ -304,6 +321,40 @@ pub struct MasterStatus {
     pub safe_to_stop: bool,
     /// One entry per role of the master.
     pub health: Vec<RoleHealth>,
+    /// The master's JRuby figures, when srvd fetches them (capacity
+    /// weights, or the master is drained).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jrubies: Option<Box<JrubyReport>>,
+    /// Drained, answers expired, and no JRuby borrowed in figures fetched
+    /// after that: no agent run is in progress, the master can be stopped.
+    /// `None` when the master is not drained or has no JRuby figures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle: Option<bool>,
+}
+
+/// A master's JRuby pool as last fetched from its status API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JrubyReport {
+    /// When the figures were fetched (none yet: 0).
+    pub at: u64,
+    /// Pool size (`num-jrubies`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total: Option<u32>,
+    /// Idle instances.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub free: Option<u32>,
+    /// Instances lent to requests (agent runs in progress).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub borrowed: Option<u32>,
+    /// Requests waiting for an instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queued: Option<u32>,
+    /// Moving average of spare instances (what capacity weights use).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spare_avg: Option<f64>,
+    /// Why the last fetch failed, while it fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// The health of one role of a master.
@@ -326,6 +377,10 @@ pub struct RoleHealth {
     pub last_check: Option<CheckResult>,
     /// Whether the master is in the answers for this role on at least one name.
     pub published: bool,
+    /// Role `ca`: the fingerprint (`SHA256:..`) of the CA certificate the
+    /// master served when last compared with `health.ca_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_fingerprint: Option<String>,
 }
 
 /// The last health check of one role of a master.
@@ -403,6 +458,13 @@ pub struct MasterVerdict {
     pub priority: Option<u16>,
     /// A sentence saying why.
     pub reason: String,
+    /// SRV weight it is published with, when in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u16>,
+    /// How the weight was chosen (`policy.weights`): the registry, or the
+    /// capacity figures it follows (spare JRubies, pool size, level).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight_inputs: Option<String>,
 }
 
 /// The `reload` reply: what the reload changed.
@@ -469,7 +531,10 @@ mod tests {
                     reason: None,
                     last_check: Some(CheckResult { at: 2, ok: true, detail: "200".into(), latency_ms: Some(1.5) }),
                     published: true,
+                    ca_fingerprint: None,
                 }],
+                jrubies: None,
+                idle: None,
             }],
             serial_store: None,
         }));

@@ -4,8 +4,8 @@
 use std::time::SystemTime;
 
 use super::proto::{
-    CheckResult, ExplainReport, Failure, MasterInfo, MasterStatus, MasterVerdict, MastersReport, NameExplain, RoleHealth, SrvRecord,
-    StatusReport,
+    CheckResult, ExplainReport, Failure, JrubyReport, MasterInfo, MasterStatus, MasterVerdict, MastersReport, NameExplain, RoleHealth,
+    SrvRecord, StatusReport,
 };
 use super::{Control, unix};
 use crate::health::{Health, health_of};
@@ -14,6 +14,7 @@ use crate::input::names::host_string;
 use crate::input::registry::{Master, MasterKey, Role};
 use crate::zone::Snapshot;
 use crate::zone::policy::{Mode, RoleAnswer, Verdict};
+use crate::zone::weights::WeightWhy;
 
 pub(super) fn info(m: &Master) -> MasterInfo {
     MasterInfo {
@@ -50,6 +51,29 @@ impl Control {
         let st = self.health.get()?.get(key, role)?;
         let last = st.last.map(|l| CheckResult { at: l.at_unix_ms / 1000, ok: l.ok, detail: l.reason, latency_ms: Some(l.latency_ms) });
         Some((st.state.to_string(), st.since_unix, st.state_reason, last))
+    }
+
+    /// The CA fingerprint last seen on (master, ca).
+    fn ca_fingerprint(&self, key: &MasterKey, role: Role) -> Option<String> {
+        if role != Role::Ca {
+            return None;
+        }
+        self.health.get()?.get(key, role)?.ca_fingerprint
+    }
+
+    /// The master's JRuby figures, when the checker fetches them.
+    pub(super) fn jrubies(&self, key: &MasterKey) -> Option<crate::health::JrubyStatus> {
+        self.health.get()?.jrubies(key)
+    }
+
+    /// Whether a drained master whose answers expired at `expire` is idle:
+    /// `Some(true)` when figures fetched at or after `expire` show no
+    /// borrowed JRuby; `None` without figures.
+    pub(super) fn idle(j: Option<&crate::health::JrubyStatus>, expire: Option<SystemTime>) -> Option<bool> {
+        let (j, expire) = (j?, expire?);
+        let m = j.last?;
+        let fetched = std::time::UNIX_EPOCH + std::time::Duration::from_millis(j.at_unix_ms);
+        Some(expire <= SystemTime::now() && fetched >= expire && j.error.is_none() && m.borrowed == 0)
     }
 
     pub(super) fn list(&self) -> MastersReport {
@@ -104,6 +128,7 @@ impl Control {
                         reason: Some(reason).filter(|r| !r.is_empty()),
                         last_check,
                         published,
+                        ca_fingerprint: self.ca_fingerprint(key, role),
                     },
                     None => RoleHealth {
                         role: role.to_string(),
@@ -112,16 +137,32 @@ impl Control {
                         reason: None,
                         last_check: None,
                         published,
+                        ca_fingerprint: None,
                     },
                 }
             })
             .collect();
+        let j = self.jrubies(key);
+        let idle = if m.drained { Self::idle(j.as_ref(), expire) } else { None };
+        let jrubies = j.map(|j| {
+            Box::new(JrubyReport {
+                at: j.at_unix_ms / 1000,
+                total: j.last.map(|l| l.total),
+                free: j.last.map(|l| l.free),
+                borrowed: j.last.map(|l| l.borrowed),
+                queued: j.last.map(|l| l.queued),
+                spare_avg: j.spare_avg.map(|a| (a * 100.0).round() / 100.0),
+                error: j.error,
+            })
+        });
         Some(MasterStatus {
             master: info(&m),
             drained_since: drained_since.map(unix),
             answers_expire: expire.map(unix),
             safe_to_stop: expire.is_some_and(|e| e <= SystemTime::now()),
             health,
+            jrubies,
+            idle,
         })
     }
 
@@ -131,6 +172,7 @@ impl Control {
         let core = self.publisher.lock();
         let config = core.inputs.config.clone();
         let registry = core.inputs.registry.clone();
+        let capacity = core.capacity.clone();
         drop(core);
         // None: everything; Some(None): the apex pool; Some(Some(s)): one site.
         let scope: Option<Option<String>> = match site {
@@ -150,12 +192,26 @@ impl Control {
             .iter()
             .filter(|a| scope.as_ref().is_none_or(|s| *s == a.site))
             .map(|a| {
+                let weights: std::collections::HashMap<(&hickory_proto::rr::Name, u16), (u16, WeightWhy)> = a
+                    .records
+                    .iter()
+                    .zip(crate::zone::weights::explain(&config, a, &capacity))
+                    .map(|(r, w)| ((&*r.target, r.port), w))
+                    .collect();
                 let masters = a
                     .verdicts
                     .iter()
                     .map(|(k, v)| {
                         let msite = registry.get(k).map(|m| m.site.clone()).unwrap_or_default();
-                        self.verdict(a, k, &msite, v)
+                        let mut mv = self.verdict(a, k, &msite, v);
+                        if let Some((w, why)) = weights.get(&(&k.host, k.port)) {
+                            mv.weight = Some(*w);
+                            // Only capacity weights have inputs worth showing.
+                            if config.policy.weights == crate::input::config::Weights::Capacity {
+                                mv.weight_inputs = Some(weight_inputs(*w, why));
+                            }
+                        }
+                        mv
                     })
                     .collect();
                 NameExplain {
@@ -213,7 +269,36 @@ impl Control {
                 format!("no {role} master is up and policy.all_down = \"empty\": the name answers NODATA"),
             ),
         };
-        MasterVerdict { master: key.to_string(), site: msite.to_string(), included, verdict: name.into(), tier, priority, reason }
+        MasterVerdict {
+            master: key.to_string(),
+            site: msite.to_string(),
+            included,
+            verdict: name.into(),
+            tier,
+            priority,
+            reason,
+            weight: None,
+            weight_inputs: None,
+        }
+    }
+}
+
+/// How a published weight was chosen, as a sentence.
+fn weight_inputs(w: u16, why: &WeightWhy) -> String {
+    match why {
+        WeightWhy::Static => format!("weight {w} (registry)"),
+        WeightWhy::Capacity { capacity: c, group_max_milli, level } => format!(
+            "weight {w}: {:.1} of {} JRubies spare (moving average), level {level}/{} of the tier's most spare ({:.1}); average wait {} ms",
+            f64::from(c.spare_milli) / 1000.0,
+            c.total,
+            crate::zone::weights::LEVELS,
+            f64::from(*group_max_milli) / 1000.0,
+            c.average_wait_ms
+        ),
+        WeightWhy::Missing(keys) => {
+            let list: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+            format!("weight {w} (registry): no fresh JRuby figures for {} in this tier", list.join(", "))
+        }
     }
 }
 

@@ -380,7 +380,12 @@ async fn answer(
         Request::AddMaster(mut a) if a.wait => {
             a.wait = false;
             let t = a.wait_timeout_ms.take().map_or(super::DEFAULT_WAIT, Duration::from_millis);
-            (Request::AddMaster(a), Some(t))
+            (Request::AddMaster(a), Some(super::Wait::Checked(t)))
+        }
+        Request::Drain(mut d) if d.wait_idle => {
+            d.wait_idle = false;
+            let t = d.wait_timeout_ms.take().map_or(super::DEFAULT_IDLE_WAIT, Duration::from_millis);
+            (Request::Drain(d), Some(super::Wait::Idle(t)))
         }
         other => (other, None),
     };
@@ -388,14 +393,14 @@ async fn answer(
     let job = changes.spawn(async move { c.handle(req, uid).await });
     let resp = job.await.unwrap_or_else(|e| Response::Error(Failure::new(format!("change failed: {e}"))));
     match (resp, wait) {
-        (Response::Ok(Reply::Change(mut rep)), Some(timeout)) => {
+        (Response::Ok(Reply::Change(mut rep)), Some(wait)) => {
             let Ok(host) = crate::input::names::parse_absolute(&rep.master.master.host) else {
                 return Some(Response::Ok(Reply::Change(rep)));
             };
             let key = MasterKey { host, port: rep.master.master.port };
             let outcome = tokio::select! {
                 _ = token.cancelled() => WaitOutcome { outcome: "timeout".into(), detail: "srvd is shutting down".into() },
-                w = control.wait_checked(&key, timeout) => w,
+                w = control.wait_for(&key, wait) => w,
             };
             rep.wait = Some(outcome);
             rep.master = control.master_status(&key).unwrap_or(rep.master);

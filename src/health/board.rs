@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
+use super::capacity::{Capacities, JrubyMetrics, JrubyStatus};
 use super::check::Probe;
 use super::hysteresis::Phase;
 use crate::input::registry::{MasterKey, Role};
@@ -51,6 +52,10 @@ pub struct RoleStatus {
     pub consecutive_fail: u32,
     /// The most recent check; `None` until the first one finishes.
     pub last: Option<LastCheck>,
+    /// Role `ca`: the fingerprint of the CA certificate the master served
+    /// when last compared with `health.ca_file` (the CA identity guard).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_fingerprint: Option<String>,
 }
 
 /// Shared table of [`RoleStatus`]; a plain mutex, never held across an await.
@@ -58,6 +63,8 @@ pub struct RoleStatus {
 #[derive(Debug, Default)]
 pub struct HealthBoard {
     entries: Mutex<BTreeMap<(MasterKey, Role), RoleStatus>>,
+    /// JRuby figures of the masters whose metrics are fetched.
+    jrubies: Mutex<BTreeMap<MasterKey, JrubyStatus>>,
     checks: AtomicU64,
     check_failures: AtomicU64,
     /// Transitions that changed published health, to up and to down.
@@ -76,6 +83,10 @@ pub struct Counts {
     pub to_up: u64,
     /// (master, role) transitions that withdrew a master.
     pub to_down: u64,
+}
+
+pub(crate) fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)).unwrap_or(0)
 }
 
 pub(crate) fn unix_secs(t: SystemTime) -> u64 {
@@ -145,6 +156,7 @@ impl HealthBoard {
             consecutive_ok: 0,
             consecutive_fail: 0,
             last: None,
+            ca_fingerprint: None,
         };
         self.lock().insert((key.clone(), role), st);
     }
@@ -155,5 +167,28 @@ impl HealthBoard {
 
     pub(crate) fn retain(&self, mut keep: impl FnMut(&MasterKey, Role, Probe) -> bool) {
         self.lock().retain(|(k, r), s| keep(k, *r, s.probe));
+    }
+
+    fn jlock(&self) -> std::sync::MutexGuard<'_, BTreeMap<MasterKey, JrubyStatus>> {
+        self.jrubies.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The JRuby figures of one master, when they are fetched.
+    pub fn jrubies(&self, key: &MasterKey) -> Option<JrubyStatus> {
+        self.jlock().get(key).cloned()
+    }
+
+    /// The smoothed capacity of every master with fresh figures.
+    pub fn capacities(&self, now_ms: u64, stale: Duration) -> Capacities {
+        self.jlock().iter().filter_map(|(k, s)| Some((k.clone(), s.capacity(now_ms, stale)?))).collect()
+    }
+
+    pub(crate) fn record_jrubies(&self, key: &MasterKey, r: Result<JrubyMetrics, String>, now_ms: u64) {
+        self.jlock().entry(key.clone()).or_insert_with(JrubyStatus::new).record(r, now_ms);
+    }
+
+    /// Forgets the figures of masters no longer fetched.
+    pub(crate) fn retain_jrubies(&self, mut keep: impl FnMut(&MasterKey) -> bool) {
+        self.jlock().retain(|k, _| keep(k));
     }
 }

@@ -28,6 +28,7 @@ use tokio_rustls::client::TlsStream;
 
 use crate::input::config::HealthConfig;
 use crate::input::registry::{CheckKind, Master, Role};
+use crate::input::tls::Fingerprint;
 
 /// One kind of request made to a master; each covers some of its roles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -86,16 +87,24 @@ pub struct CheckOutcome {
     pub ok: bool,
     /// Why it failed, or what passed ("HTTP 200", "connected").
     pub reason: String,
+    /// For a `ca` check: the fingerprint of the CA certificate the master
+    /// serves, when it was fetched (see [`CA_RECHECK`]).
+    pub ca_fingerprint: Option<String>,
 }
 
 impl CheckOutcome {
     /// A passed check, with what passed ("HTTP 200", "connected").
     pub fn ok(reason: impl Into<String>) -> Self {
-        CheckOutcome { ok: true, reason: reason.into() }
+        CheckOutcome { ok: true, reason: reason.into(), ca_fingerprint: None }
     }
     /// A failed check, with an operator-facing reason ("connection refused").
     pub fn fail(reason: impl Into<String>) -> Self {
-        CheckOutcome { ok: false, reason: reason.into() }
+        CheckOutcome { ok: false, reason: reason.into(), ca_fingerprint: None }
+    }
+    /// The same outcome, noting the CA fingerprint the master serves.
+    pub fn with_ca(mut self, fingerprint: Option<String>) -> Self {
+        self.ca_fingerprint = fingerprint;
+        self
     }
 }
 
@@ -135,44 +144,102 @@ pub trait CheckFactory: Send + Sync + 'static {
 
     /// Called when `[health]` changed on reload (already validated and loaded).
     fn configure(&self, _cfg: &HealthConfig) {}
+
+    /// A fetcher of the master's JRuby figures (`GET
+    /// /status/v1/services/jruby-metrics?level=debug`), for capacity
+    /// weights and `drain --wait-idle`; `None` when there is none (a `tcp`
+    /// master, or scripted checks in tests).
+    fn metrics(&self, _master: &Master) -> Option<Box<dyn MetricsSource>> {
+        None
+    }
+}
+
+/// Fetches a master's JRuby figures; holds its own connection.
+#[async_trait]
+pub trait MetricsSource: Send {
+    /// One fetch (the caller adds the timeout).
+    async fn fetch(&mut self) -> Result<super::capacity::JrubyMetrics, String>;
 }
 
 /// The real checks, over the network.
 pub struct NetworkChecks {
-    tls: Mutex<Arc<rustls::ClientConfig>>,
+    tls: Mutex<(Arc<rustls::ClientConfig>, Arc<Vec<Fingerprint>>)>,
 }
 
 impl NetworkChecks {
     /// Checks with the TLS material of `cfg` (loaded by the config).
     pub fn new(cfg: &HealthConfig) -> NetworkChecks {
-        NetworkChecks { tls: Mutex::new(cfg.tls.config().clone()) }
+        NetworkChecks { tls: Mutex::new(Self::material(cfg)) }
     }
+
+    fn material(cfg: &HealthConfig) -> (Arc<rustls::ClientConfig>, Arc<Vec<Fingerprint>>) {
+        (cfg.tls.config().clone(), Arc::new(cfg.tls.ca_fingerprints().to_vec()))
+    }
+
+    fn conn(&self, master: &Master) -> (HttpsConn, Arc<Vec<Fingerprint>>) {
+        let target = Target { host: master.host_str(), port: master.port, addresses: master.addresses.clone() };
+        let (cfg, fps) = self.tls.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let name = ServerName::try_from(target.host.clone()).ok();
+        (HttpsConn { target, tls: TlsConnector::from(cfg), name, conn: None, buf: Vec::new() }, fps)
+    }
+}
+
+/// A GET request for `path`, built once per check.
+fn get_request(host: &str, port: u16, path: &str) -> Vec<u8> {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: srvd/{} health-check\r\nAccept: */*\r\n\r\n",
+        env!("CARGO_PKG_VERSION")
+    )
+    .into_bytes()
 }
 
 impl CheckFactory for NetworkChecks {
     fn make(&self, master: &Master, probe: Probe) -> Box<dyn Check> {
-        let target = Target { host: master.host_str(), port: master.port, addresses: master.addresses.clone() };
         match probe.path() {
-            None => Box::new(TcpCheck { target, conn: None }),
+            None => {
+                let target = Target { host: master.host_str(), port: master.port, addresses: master.addresses.clone() };
+                Box::new(TcpCheck { target, conn: None })
+            }
             Some(path) => {
-                let tls = TlsConnector::from(self.tls.lock().unwrap_or_else(|e| e.into_inner()).clone());
-                let name = ServerName::try_from(target.host.clone()).ok();
-                let request = format!(
-                    "GET {path} HTTP/1.1\r\nHost: {}:{}\r\nUser-Agent: srvd/{} health-check\r\nAccept: */*\r\n\r\n",
-                    target.host,
-                    target.port,
-                    env!("CARGO_PKG_VERSION")
-                )
-                .into_bytes();
-                Box::new(HttpsCheck { target, tls, name, request, probe, conn: None, buf: Vec::new() })
+                let (conn, fps) = self.conn(master);
+                let request = get_request(&conn.target.host, conn.target.port, path);
+                let ca = (probe == Probe::CaStatus).then(|| CaGuard {
+                    trusted: fps,
+                    request: get_request(&conn.target.host, conn.target.port, CA_CERT_PATH),
+                    seen: None,
+                });
+                Box::new(HttpsCheck { conn, request, probe, ca })
             }
         }
     }
 
     fn configure(&self, cfg: &HealthConfig) {
-        *self.tls.lock().unwrap_or_else(|e| e.into_inner()) = cfg.tls.config().clone();
+        *self.tls.lock().unwrap_or_else(|e| e.into_inner()) = Self::material(cfg);
+    }
+
+    fn metrics(&self, master: &Master) -> Option<Box<dyn MetricsSource>> {
+        if master.check != CheckKind::Https {
+            return None;
+        }
+        let (conn, _) = self.conn(master);
+        let request = get_request(&conn.target.host, conn.target.port, super::capacity::METRICS_PATH);
+        Some(Box::new(HttpsMetrics { conn, request }))
     }
 }
+
+/// Where Puppet Server serves its CA certificate (PEM; no client
+/// certificate needed: agents fetch it before they have one).
+pub const CA_CERT_PATH: &str = "/puppet-ca/v1/certificate/ca";
+
+/// How long a CA master's served CA certificate, once fetched and
+/// compared, is trusted on the same connection before it is fetched again.
+/// It is always fetched on a new connection: a master restarted with
+/// another CA (restored from an old backup, or built with a fresh CA)
+/// closes the held connection, so it is compared before its first
+/// passing check counts and is never published with the wrong CA. This
+/// period only bounds how long a swap behind a connection that stays open
+/// (a TLS-terminating proxy) goes unseen.
+pub const CA_RECHECK: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Where a master is reached: its registry `addresses`, else what the
 /// system resolver returns for its host name.
@@ -294,54 +361,66 @@ impl Check for TcpCheck {
     }
 }
 
-/// `GET` of the Puppet status API over a kept-alive TLS connection.
-struct HttpsCheck {
+/// A kept-alive TLS connection to a master and the minimal HTTP/1.1 client on it.
+struct HttpsConn {
     target: Target,
     tls: TlsConnector,
     /// The name the certificate is verified for (`None`: not a DNS name).
     name: Option<ServerName<'static>>,
-    /// The whole request, built once.
-    request: Vec<u8>,
-    probe: Probe,
     conn: Option<TlsStream<TcpStream>>,
-    /// Read buffer, kept between checks.
+    /// Read buffer, kept between requests.
     buf: Vec<u8>,
 }
 
-/// Bodies are read (so the connection can be reused) up to this size.
-const MAX_BODY: usize = 64 * 1024;
-/// A response head larger than this is not a status answer.
-const MAX_HEAD: usize = 16 * 1024;
+/// One answer of [`HttpsConn::get`].
+struct Got {
+    status: u16,
+    /// The body, whole unless it was larger than [`MAX_BODY`].
+    body: Vec<u8>,
+    /// Whether the body was cut at [`MAX_BODY`].
+    cut: bool,
+    /// Whether the answer came on a connection opened for this request.
+    fresh: bool,
+}
 
-#[async_trait]
-impl Check for HttpsCheck {
-    async fn check(&mut self) -> CheckOutcome {
+impl HttpsConn {
+    /// `request` on the held connection (a stale one is replaced first),
+    /// else on a new one; the connection is kept when the answer allows.
+    async fn get(&mut self, request: &[u8]) -> Result<Got, String> {
         if let Some(mut c) = self.conn.take() {
-            match exchange(&mut c, &self.request, &mut self.buf).await {
-                Ok(a) => return self.judge(a, c),
+            match exchange(&mut c, request, &mut self.buf).await {
+                Ok((a, body, cut)) => {
+                    if a.keep {
+                        self.conn = Some(c);
+                    }
+                    return Ok(Got { status: a.status, body, cut, fresh: false });
+                }
                 // Closed before any byte of the answer (the master may drop
                 // idle connections): not a failure, try a fresh connection.
                 Err(HttpError::Stale(_)) => {}
-                Err(e) => return CheckOutcome::fail(e.reason(&self.target.host)),
+                Err(e) => return Err(e.reason(&self.target.host)),
             }
         }
         let Some(name) = self.name.clone() else {
-            return CheckOutcome::fail(format!("{} is not a valid TLS server name", self.target.host));
+            return Err(format!("{} is not a valid TLS server name", self.target.host));
         };
-        let tcp = match self.target.connect().await {
-            Ok(s) => s,
-            Err(reason) => return CheckOutcome::fail(reason),
-        };
+        let tcp = self.target.connect().await?;
         let mut c = match self.tls.connect(name, tcp).await {
             Ok(c) => c,
-            Err(e) => return CheckOutcome::fail(find_reason(&e, &self.target.host).unwrap_or_else(|| format!("TLS handshake: {e}"))),
+            Err(e) => return Err(find_reason(&e, &self.target.host).unwrap_or_else(|| format!("TLS handshake: {e}"))),
         };
-        match exchange(&mut c, &self.request, &mut self.buf).await {
-            Ok(a) => self.judge(a, c),
-            Err(e) => CheckOutcome::fail(e.reason(&self.target.host)),
+        match exchange(&mut c, request, &mut self.buf).await {
+            Ok((a, body, cut)) => {
+                if a.keep {
+                    self.conn = Some(c);
+                }
+                Ok(Got { status: a.status, body, cut, fresh: true })
+            }
+            Err(e) => Err(e.reason(&self.target.host)),
         }
     }
 
+    /// See [`Check::closed`].
     async fn closed(&mut self) -> String {
         let Some(c) = self.conn.as_mut() else { return std::future::pending().await };
         // TLS session tickets and the like are handled inside rustls; the
@@ -363,16 +442,119 @@ impl Check for HttpsCheck {
     }
 }
 
-impl HttpsCheck {
-    fn judge(&mut self, a: Answer, c: TlsStream<TcpStream>) -> CheckOutcome {
-        if a.keep {
-            self.conn = Some(c);
+/// `GET` of the Puppet status API over a kept-alive TLS connection.
+struct HttpsCheck {
+    conn: HttpsConn,
+    /// The whole request, built once.
+    request: Vec<u8>,
+    probe: Probe,
+    /// For the `ca` probe: the CA identity guard.
+    ca: Option<CaGuard>,
+}
+
+/// The CA identity guard of one CA master: the served CA certificate must
+/// be one of `health.ca_file`'s.
+struct CaGuard {
+    /// The fingerprints of `health.ca_file` (empty: no file, guard off; the
+    /// served certificate is still fetched and shown).
+    trusted: Arc<Vec<Fingerprint>>,
+    request: Vec<u8>,
+    /// The last comparison: when, and its result (fingerprint, or why none).
+    seen: Option<(tokio::time::Instant, Result<Fingerprint, String>)>,
+}
+
+impl CaGuard {
+    /// Whether the served certificate must be fetched (again).
+    fn due(&self, fresh_connection: bool) -> bool {
+        // While the last comparison failed, every check compares again.
+        let passed = |r: &Result<Fingerprint, String>| r.as_ref().is_ok_and(|fp| self.trusted.is_empty() || self.trusted.contains(fp));
+        fresh_connection || self.seen.as_ref().is_none_or(|(at, r)| !passed(r) || at.elapsed() >= CA_RECHECK)
+    }
+
+    /// The outcome of a passing status check once the CA is compared.
+    fn judge(&self) -> CheckOutcome {
+        match &self.seen {
+            None => CheckOutcome::ok("HTTP 200"),
+            Some((_, Err(reason))) => CheckOutcome::fail(reason.clone()),
+            Some((_, Ok(fp))) => {
+                let shown = Some(fp.to_string());
+                if self.trusted.is_empty() || self.trusted.contains(fp) {
+                    CheckOutcome::ok("HTTP 200").with_ca(shown)
+                } else {
+                    CheckOutcome::fail(format!("serves a different CA certificate (fingerprint {fp})")).with_ca(shown)
+                }
+            }
         }
-        match a.status {
-            200 => CheckOutcome::ok("HTTP 200"),
-            404 if self.probe == Probe::CaStatus => CheckOutcome::fail("not a CA (404)"),
-            code => CheckOutcome::fail(format!("HTTP {code}")),
+    }
+}
+
+/// The fingerprint of the CA certificate in a `/puppet-ca/v1/certificate/ca`
+/// answer: its first certificate (Puppet serves the signing CA first, then
+/// any chain above it), or why there is none.
+pub fn served_ca(status: u16, body: &[u8], cut: bool) -> Result<Fingerprint, String> {
+    if status != 200 {
+        return Err(format!("CA certificate: HTTP {status} from {CA_CERT_PATH}"));
+    }
+    if cut {
+        return Err(format!("CA certificate: answer larger than {} KiB", MAX_BODY / 1024));
+    }
+    let certs = crate::input::tls::pem_certificates(body).ok_or_else(|| "CA certificate: the answer is not valid PEM".to_string())?;
+    let first = certs.first().ok_or_else(|| "CA certificate: the answer holds no PEM certificate".to_string())?;
+    Ok(Fingerprint::of_der(first.as_ref()))
+}
+
+/// Bodies are read (so the connection can be reused) up to this size.
+const MAX_BODY: usize = 64 * 1024;
+/// A response head larger than this is not a status answer.
+const MAX_HEAD: usize = 16 * 1024;
+
+#[async_trait]
+impl Check for HttpsCheck {
+    async fn check(&mut self) -> CheckOutcome {
+        let got = match self.conn.get(&self.request).await {
+            Ok(g) => g,
+            Err(reason) => return CheckOutcome::fail(reason),
+        };
+        match got.status {
+            200 => {}
+            404 if self.probe == Probe::CaStatus => return CheckOutcome::fail("not a CA (404)"),
+            code => return CheckOutcome::fail(format!("HTTP {code}")),
         }
+        let Some(guard) = self.ca.as_mut() else { return CheckOutcome::ok("HTTP 200") };
+        // A new connection may be a restarted master: compare its CA
+        // before this check counts (see CA_RECHECK).
+        if guard.due(got.fresh) {
+            let seen = match self.conn.get(&guard.request).await {
+                Ok(g) => served_ca(g.status, &g.body, g.cut),
+                Err(reason) => Err(format!("CA certificate: {reason}")),
+            };
+            guard.seen = Some((tokio::time::Instant::now(), seen));
+        }
+        guard.judge()
+    }
+
+    async fn closed(&mut self) -> String {
+        self.conn.closed().await
+    }
+}
+
+/// Fetches jruby-metrics over its own kept-alive connection.
+struct HttpsMetrics {
+    conn: HttpsConn,
+    request: Vec<u8>,
+}
+
+#[async_trait]
+impl MetricsSource for HttpsMetrics {
+    async fn fetch(&mut self) -> Result<super::capacity::JrubyMetrics, String> {
+        let g = self.conn.get(&self.request).await?;
+        if g.status != 200 {
+            return Err(format!("HTTP {} from {}", g.status, super::capacity::METRICS_PATH));
+        }
+        if g.cut {
+            return Err(format!("jruby-metrics answer larger than {} KiB", MAX_BODY / 1024));
+        }
+        super::capacity::JrubyMetrics::parse(&g.body).map_err(|e| e.to_string())
     }
 }
 
@@ -411,8 +593,10 @@ impl HttpError {
     }
 }
 
-/// Sends `request` and reads one answer (head and body) into `buf`.
-async fn exchange<S>(c: &mut S, request: &[u8], buf: &mut Vec<u8>) -> Result<Answer, HttpError>
+/// Sends `request` and reads one answer (head and body) into `buf`;
+/// returns it with its body (decoded, at most [`MAX_BODY`]) and whether
+/// the body was cut there.
+async fn exchange<S>(c: &mut S, request: &[u8], buf: &mut Vec<u8>) -> Result<(Answer, Vec<u8>, bool), HttpError>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
 {
@@ -426,7 +610,10 @@ where
     let mut parser = Parser::default();
     loop {
         match parser.advance(buf)? {
-            Some(a) => return Ok(a),
+            Some(a) => {
+                let (body, cut) = parser.body(buf);
+                return Ok((a, body, cut));
+            }
             None => {
                 let start = buf.len();
                 buf.resize(start.saturating_add(4096), 0);
@@ -443,7 +630,8 @@ where
                     }
                     // A body delimited by the end of the connection.
                     if let Some(a) = parser.at_eof() {
-                        return Ok(a);
+                        let (body, cut) = parser.body(buf);
+                        return Ok((a, body, cut));
                     }
                     return Err(HttpError::Eof);
                 }
@@ -538,6 +726,41 @@ impl Parser {
                 }
                 self.pos = self.pos.saturating_add(next);
             },
+        }
+    }
+
+    /// The body of the answer [`Parser::advance`] found whole in `buf`,
+    /// de-chunked, at most 64 KiB; and whether it was cut there.
+    pub fn body(&self, buf: &[u8]) -> (Vec<u8>, bool) {
+        let Some((start, _, _, framing)) = self.head else { return (Vec::new(), false) };
+        let rest = buf.get(start..).unwrap_or_default();
+        match framing {
+            Framing::Length(n) => {
+                let take = n.min(MAX_BODY);
+                (rest.get(..take).unwrap_or(rest).to_vec(), n > MAX_BODY || rest.len() < n)
+            }
+            Framing::UntilClose => (rest.get(..MAX_BODY).unwrap_or(rest).to_vec(), rest.len() > MAX_BODY),
+            Framing::Chunked => {
+                let mut out = Vec::new();
+                let mut at = rest;
+                loop {
+                    let Some(eol) = find(at, b"\r\n") else { return (out, true) };
+                    let hex = at.get(..eol).unwrap_or_default().split(|b| *b == b';').next().unwrap_or_default();
+                    let Some(size) = std::str::from_utf8(hex).ok().and_then(|s| usize::from_str_radix(s.trim(), 16).ok()) else {
+                        return (out, true);
+                    };
+                    if size == 0 {
+                        return (out, false);
+                    }
+                    let data = eol.saturating_add(2);
+                    let Some(chunk) = data.checked_add(size).and_then(|e| at.get(data..e)) else { return (out, true) };
+                    if out.len().saturating_add(chunk.len()) > MAX_BODY {
+                        return (out, true);
+                    }
+                    out.extend_from_slice(chunk);
+                    at = at.get(data.saturating_add(size).saturating_add(2)..).unwrap_or_default();
+                }
+            }
         }
     }
 

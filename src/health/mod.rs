@@ -37,6 +37,7 @@
 //!   [`Target::changes`]; so is a changed `[health]` after a reload.
 
 pub mod board;
+pub mod capacity;
 pub mod check;
 pub mod hysteresis;
 pub mod latency;
@@ -57,7 +58,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use board::{Counts, HealthBoard, LastCheck, RoleStatus};
-pub use check::{Check, CheckFactory, CheckOutcome, NetworkChecks, Probe};
+pub use capacity::{Capacities, Capacity, JrubyMetrics, JrubyStatus};
+pub use check::{Check, CheckFactory, CheckOutcome, MetricsSource, NetworkChecks, Probe};
 pub use hysteresis::{Hysteresis, Phase, Transition};
 pub use latency::Latency;
 pub use state::{Health, HealthStates, health_of};
@@ -150,6 +152,9 @@ pub enum Verdict {
     },
     /// Forget the states of masters (or roles) no longer in the registry.
     Prune,
+    /// The smoothed JRuby capacity of every master with fresh figures
+    /// (replaces the previous map; sent at most once per `policy.weights_period`).
+    Capacity(Capacities),
 }
 
 /// What the checker needs besides its target.
@@ -222,7 +227,12 @@ async fn supervise(ctx: Arc<Ctx>, opts: Options, tracker: TaskTracker, shutdown:
     let mut current_cfg: Option<HealthConfig> = None;
     let mut timing = None;
     let mut first_pass = true;
-    loop {
+    // Metrics tasks per master, with the interval they fetch at.
+    let mut fetching: HashMap<MasterKey, (Duration, Master, CancellationToken)> = HashMap::new();
+    // Capacity weights: when the figures are next handed on, and what was last.
+    let mut next_capacity: Option<Instant> = None;
+    let mut sent_capacity: Option<Capacities> = None;
+    'outer: loop {
         let (registry, cfg, states) = ctx.target.checked();
         if current_cfg.as_ref() != Some(&cfg) {
             if current_cfg.is_some() {
@@ -286,6 +296,51 @@ async fn supervise(ctx: Arc<Ctx>, opts: Options, tracker: TaskTracker, shutdown:
             running.insert(k, Running { master: m.clone(), token });
         }
 
+        // JRuby figures: for every https master while capacity weights are
+        // on, and for drained masters (drain --wait-idle, status).
+        let cfg = current_cfg.as_ref().expect("set above");
+        let mut wanted_metrics: HashMap<MasterKey, (&Master, Duration)> = HashMap::new();
+        for m in &registry.masters {
+            let every = match (cfg.capacity.map(capacity::poll_interval), m.drained) {
+                (Some(p), true) => p.min(capacity::DRAIN_POLL),
+                (Some(p), false) => p,
+                (None, true) => capacity::DRAIN_POLL,
+                (None, false) => continue,
+            };
+            wanted_metrics.insert(m.key(), (m, every));
+        }
+        fetching.retain(|k, (every, was, token)| {
+            let keep = wanted_metrics.get(k).is_some_and(|(m, e)| e == every && same_check(m, was));
+            if !keep {
+                token.cancel();
+            }
+            keep
+        });
+        ctx.board.retain_jrubies(|k| wanted_metrics.contains_key(k));
+        for (k, (m, every)) in wanted_metrics {
+            if fetching.contains_key(&k) {
+                continue;
+            }
+            let Some(source) = opts.factory.metrics(m) else { continue };
+            let token = shutdown.child_token();
+            tracker.spawn(fetch_metrics(ctx.board.clone(), k.clone(), source, every, timing.timeout, token.clone()));
+            fetching.insert(k, (every, m.clone(), token));
+        }
+        match cfg.capacity {
+            None => {
+                next_capacity = None;
+                if sent_capacity.take().is_some_and(|c| !c.is_empty()) {
+                    let _ = ctx.events.send(Msg::Verdict(Verdict::Capacity(Capacities::new())));
+                }
+            }
+            // The first figures are handed on after two fetches, then once per period.
+            Some(period) => {
+                if next_capacity.is_none() {
+                    next_capacity = Some(Instant::now() + capacity::poll_interval(period).saturating_mul(2).saturating_add(timing.timeout));
+                }
+            }
+        }
+
         // Forget states of masters (or roles) that are gone.
         let stale = states.keys().any(|(k, r)| !registry.get(k).is_some_and(|m| m.has_role(*r)));
         if stale {
@@ -293,13 +348,60 @@ async fn supervise(ctx: Arc<Ctx>, opts: Options, tracker: TaskTracker, shutdown:
             let _ = ctx.events.send(Msg::Verdict(Verdict::Prune));
         }
 
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            r = generation.changed() => if r.is_err() { break },
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break 'outer,
+                r = generation.changed() => if r.is_err() { break 'outer } else { break },
+                _ = tokio::time::sleep_until(next_capacity.unwrap_or_else(Instant::now)), if next_capacity.is_some() => {
+                    let period = cfg.capacity.unwrap_or(Duration::from_secs(config_default_period()));
+                    next_capacity = Some(Instant::now() + period);
+                    let stale = capacity::poll_interval(period).saturating_mul(capacity::STALE_AFTER_POLLS).saturating_add(timing.timeout);
+                    let now_ms = board::unix_ms(SystemTime::now());
+                    let caps = ctx.board.capacities(now_ms, stale);
+                    if sent_capacity.as_ref() != Some(&caps) {
+                        sent_capacity = Some(caps.clone());
+                        let _ = ctx.events.send(Msg::Verdict(Verdict::Capacity(caps)));
+                    }
+                }
+            }
         }
     }
     for (_, r) in running {
         r.token.cancel();
+    }
+    for (_, (_, _, token)) in fetching {
+        token.cancel();
+    }
+}
+
+fn config_default_period() -> u64 {
+    crate::input::config::DEFAULT_WEIGHTS_PERIOD_S
+}
+
+/// Fetches one master's JRuby figures every `every` until cancelled.
+async fn fetch_metrics(
+    board: Arc<HealthBoard>,
+    key: MasterKey,
+    mut source: Box<dyn MetricsSource>,
+    every: Duration,
+    timeout: Duration,
+    token: CancellationToken,
+) {
+    loop {
+        let started = Instant::now();
+        let r = tokio::select! {
+            _ = token.cancelled() => return,
+            r = tokio::time::timeout(timeout, source.fetch()) => r,
+        };
+        let r = r.unwrap_or_else(|_| Err(format!("jruby-metrics: timeout after {}", check::fmt_duration(timeout))));
+        if let Err(e) = &r {
+            tracing::debug!(master = %key, error = %e, "cannot fetch JRuby figures");
+        }
+        board.record_jrubies(&key, r, board::unix_ms(SystemTime::now()));
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = tokio::time::sleep_until(started + every) => {}
+        }
     }
 }
 

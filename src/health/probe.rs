@@ -258,6 +258,9 @@ impl Probing {
                     s.since_unix = board::unix_secs(at);
                     s.state_reason = outcome.reason.clone();
                 }
+                if outcome.ca_fingerprint.is_some() {
+                    s.ca_fingerprint = outcome.ca_fingerprint.clone();
+                }
                 s.consecutive_ok = h.consecutive_ok();
                 s.consecutive_fail = h.consecutive_fail();
                 s.last = Some(LastCheck {

@@ -120,6 +120,10 @@ struct RawPolicy {
     ca_order: Option<Vec<String>>,
     /// Most SRV records in one answer (big estates).
     max_srv_records: Option<u16>,
+    /// "static" (registry weights) or "capacity" (spare JRubies of each master).
+    weights: Option<String>,
+    /// With weights = "capacity": the published weights change at most once per this.
+    weights_period: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -168,6 +172,17 @@ pub enum AllDown {
     ServeAll,
     /// Publish no records for the role (NODATA), so agents fail fast.
     Empty,
+}
+
+/// How SRV weights are chosen inside a priority tier (`policy.weights`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Weights {
+    /// Each master's registry `weight` (the default).
+    Static,
+    /// Each master's spare JRuby capacity, from Puppet Server's
+    /// jruby-metrics status (docs/health.md, "Capacity-aware weights").
+    Capacity,
 }
 
 /// The validated `[zone]` table: what srvd is authoritative for and the
@@ -262,6 +277,11 @@ pub struct HealthConfig {
     pub key_file: Option<PathBuf>,
     /// The TLS client config built from the three files (read once, here).
     pub tls: ClientTls,
+    /// `policy.weights_period` when `policy.weights = "capacity"` (else
+    /// `None`): the checker then fetches every master's jruby-metrics and
+    /// hands the smoothed figures on at most once per this period. Kept
+    /// here so the checker needs no other table.
+    pub capacity: Option<Duration>,
 }
 
 /// Default health timing (measured figures and reasoning: docs/health.md).
@@ -299,7 +319,15 @@ pub struct PolicyConfig {
     /// Most SRV records in one answer: whole priority groups first, then a
     /// window of the first group that does not fit (docs/dns.md, "Big estates").
     pub max_srv_records: usize,
+    /// Where SRV weights come from: the registry, or spare JRuby capacity.
+    pub weights: Weights,
+    /// With capacity weights: the published weights change at most once
+    /// per this period (default 60 s, at least 1 s).
+    pub weights_period: Duration,
 }
+
+/// Default `policy.weights_period`, seconds.
+pub const DEFAULT_WEIGHTS_PERIOD_S: u64 = 60;
 
 /// Default `policy.max_srv_records`.
 pub const DEFAULT_MAX_SRV_RECORDS: usize = 64;
@@ -315,6 +343,8 @@ impl Default for PolicyConfig {
             all_down: AllDown::ServeAll,
             ca_order: vec![],
             max_srv_records: DEFAULT_MAX_SRV_RECORDS,
+            weights: Weights::Static,
+            weights_period: Duration::from_secs(DEFAULT_WEIGHTS_PERIOD_S),
         }
     }
 }
@@ -568,7 +598,7 @@ fn validate(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, InputErr
     // The checker's TLS material, read once: files readable, PEM valid, CA
     // usable, key matching the certificate.
     let tls = ClientTls::load_paths(&ca_file, &cert_file, &key_file).map_err(|e| InputError::new(file, e.key, e.reason))?;
-    let health = HealthConfig { interval, fast_interval, timeout, rise, fall, ca_file, cert_file, key_file, tls };
+    let mut health = HealthConfig { interval, fast_interval, timeout, rise, fall, ca_file, cert_file, key_file, tls, capacity: None };
 
     // [[site]]
     if raw.site.is_empty() {
@@ -619,12 +649,32 @@ fn validate(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, InputErr
         Some(n) if (1..=MAX_MAX_SRV_RECORDS).contains(&usize::from(n)) => usize::from(n),
         Some(n) => return Err(err("policy.max_srv_records", format!("{n} is not between 1 and {MAX_MAX_SRV_RECORDS}"))),
     };
+    let weights = match raw.policy.weights.as_deref() {
+        None | Some("static") => Weights::Static,
+        Some("capacity") => Weights::Capacity,
+        Some(o) => return Err(err("policy.weights", format!("{o:?} is not \"static\" or \"capacity\""))),
+    };
+    let weights_period = match raw.policy.weights_period {
+        None => pd.weights_period,
+        Some(s) => {
+            let d = parse_duration(&s).map_err(|r| err("policy.weights_period", format!("{s:?}: {r}")))?;
+            if d < Duration::from_secs(1) {
+                return Err(err("policy.weights_period", format!("{s:?}: must be at least 1s")));
+            }
+            d
+        }
+    };
+    if weights == Weights::Capacity {
+        health.capacity = Some(weights_period);
+    }
     let policy = PolicyConfig {
         local_priority: raw.policy.local_priority.unwrap_or(pd.local_priority),
         priority_step: raw.policy.priority_step.unwrap_or(pd.priority_step),
         all_down,
         ca_order,
         max_srv_records,
+        weights,
+        weights_period,
     };
     let max = policy.local_priority as u64 + policy.priority_step as u64 * (sites.len() as u64).saturating_sub(1);
     if max > u16::MAX as u64 {

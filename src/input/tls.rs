@@ -33,6 +33,52 @@ pub struct ClientTls {
     config: Arc<rustls::ClientConfig>,
     /// The bytes of every file read, in order (what equality compares).
     source: Arc<Vec<u8>>,
+    /// SHA-256 of every certificate of `ca_file` (empty without one): the
+    /// CA identity guard compares what a CA master serves with these.
+    ca_fingerprints: Arc<Vec<Fingerprint>>,
+}
+
+/// The SHA-256 fingerprint of a certificate's DER encoding, shown as
+/// `SHA256:AB:CD:...` (the form `openssl x509 -fingerprint -sha256` and
+/// `puppet ssl` print, with the algorithm in front).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fingerprint(pub [u8; 32]);
+
+impl Fingerprint {
+    /// The fingerprint of one DER-encoded certificate.
+    pub fn of_der(der: &[u8]) -> Fingerprint {
+        let d = ring::digest::digest(&ring::digest::SHA256, der);
+        let mut out = [0u8; 32];
+        for (o, b) in out.iter_mut().zip(d.as_ref()) {
+            *o = *b;
+        }
+        Fingerprint(out)
+    }
+}
+
+impl fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SHA256:")?;
+        for (i, b) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(":")?;
+            }
+            write!(f, "{b:02X}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// The certificates of a PEM text, in order (PEM blocks of other kinds are
+/// skipped). `None` when a certificate block is not valid PEM/base64.
+pub fn pem_certificates(pem: &[u8]) -> Option<Vec<CertificateDer<'static>>> {
+    rustls_pemfile::certs(&mut &pem[..]).collect::<Result<Vec<_>, _>>().ok()
 }
 
 impl ClientTls {
@@ -42,9 +88,11 @@ impl ClientTls {
     pub fn load(ca_file: Option<&Path>, cert_file: Option<&Path>, key_file: Option<&Path>) -> Result<ClientTls, TlsError> {
         let mut source = Vec::new();
         let mut roots = RootCertStore::empty();
+        let mut ca_fingerprints = Vec::new();
         match ca_file {
             Some(p) => {
                 let certs = read_certs(p, "health.ca_file", &mut source)?;
+                ca_fingerprints = certs.iter().map(|c| Fingerprint::of_der(c.as_ref())).collect();
                 for (i, c) in certs.into_iter().enumerate() {
                     roots.add(c).map_err(|e| TlsError {
                         key: "health.ca_file",
@@ -81,12 +129,18 @@ impl ClientTls {
                 return Err(TlsError { key: "health.cert_file", reason: "cert_file and key_file must be set together".into() });
             }
         };
-        Ok(ClientTls { config: Arc::new(config), source: Arc::new(source) })
+        Ok(ClientTls { config: Arc::new(config), source: Arc::new(source), ca_fingerprints: Arc::new(ca_fingerprints) })
     }
 
     /// The same as [`ClientTls::load`] for paths kept as `Option<PathBuf>`.
     pub fn load_paths(ca_file: &Option<PathBuf>, cert_file: &Option<PathBuf>, key_file: &Option<PathBuf>) -> Result<ClientTls, TlsError> {
         ClientTls::load(ca_file.as_deref(), cert_file.as_deref(), key_file.as_deref())
+    }
+
+    /// The fingerprints of the certificates of `health.ca_file`, in file
+    /// order; empty when it is not set (the CA guard is then off).
+    pub fn ca_fingerprints(&self) -> &[Fingerprint] {
+        &self.ca_fingerprints
     }
 
     /// The rustls client config the checks connect with.

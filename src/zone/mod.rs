@@ -6,6 +6,7 @@ pub mod policy;
 pub mod publish;
 pub mod retire;
 pub mod serial;
+pub mod weights;
 
 use std::collections::HashMap;
 use std::net::IpAddr;

@@ -111,6 +111,8 @@ pub struct Core {
     pub inputs: Inputs,
     /// The published health of every (master, role) known so far.
     pub health: HealthStates,
+    /// Smoothed JRuby capacity per master (capacity weights, see `zone::weights`).
+    pub capacity: crate::health::Capacities,
 }
 
 /// Read-only access to the inputs ([`Publisher::lock`]): changing them
@@ -223,11 +225,12 @@ impl Publisher {
             }
         };
         let answers = policy::compute(&inputs.config, &inputs.registry, &health);
+        // No capacity figures yet at start: registry weights.
         let nodes = zone::build_nodes(&inputs.config, &inputs.statics, &inputs.registry, &answers);
         let snap = Snapshot::new(&inputs.config, Arc::new(nodes), Arc::new(answers), serial);
         let (serial_tx, _) = watch::channel(serial);
         Ok(Arc::new(Publisher {
-            core: Mutex::new(Core { inputs, health }),
+            core: Mutex::new(Core { inputs, health, capacity: Default::default() }),
             storing: Mutex::new(state),
             publishing: Mutex::new(()),
             store: Mutex::new(status),
@@ -397,9 +400,11 @@ impl Publisher {
             (c.clone(), self.snapshot.load_full())
         };
         let (registry_before, statics_before) = (core.inputs.registry.clone(), core.inputs.statics.clone());
+        let capacity_before = core.capacity.clone();
         let r = f(&mut core);
         let cfg = core.inputs.config.clone();
-        let answers = policy::compute(&cfg, &core.inputs.registry, &core.health);
+        let mut answers = policy::compute(&cfg, &core.inputs.registry, &core.health);
+        zone::weights::apply(&cfg, &mut answers, &core.capacity);
         // The served snapshot was computed from the inputs as they were
         // before `f` (they are swapped in together). When only health
         // changed, the masters are listed in the same order in both policy
@@ -408,8 +413,11 @@ impl Publisher {
         // compared) only when a published record changed. Comparing every
         // master key and record (100 sites x 1,000 masters: 400,000 names)
         // took ~35 ms per change.
-        let same_inputs =
-            Arc::ptr_eq(&cur.config, &cfg) && registry_before == core.inputs.registry && statics_before == core.inputs.statics;
+        // (New capacity figures change weights, not verdicts: compare whole.)
+        let same_inputs = Arc::ptr_eq(&cur.config, &cfg)
+            && registry_before == core.inputs.registry
+            && statics_before == core.inputs.statics
+            && capacity_before == core.capacity;
         // Only the SRV names whose records changed get new nodes; the
         // others are shared with the served snapshot (rebuilding and
         // comparing the whole map took ~4 ms).
@@ -597,6 +605,8 @@ impl crate::health::Target for Publisher {
                         }
                         changed |= core.health.insert((key, role), health) != Some(health);
                     }
+                    // Not a health state: health.json is not rewritten for it.
+                    Verdict::Capacity(caps) => core.capacity = caps,
                     Verdict::Prune => {
                         let reg = &core.inputs.registry;
                         let n = core.health.len();

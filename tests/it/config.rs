@@ -113,6 +113,9 @@ fn config_rejections_name_key_and_reason() {
     assert_err(parse(&format!("{base}[health]\nca_file = \"/nonexistent/ca.pem\"\n{site}")), f, "health.ca_file", "cannot read");
     assert_err(parse(&format!("{base}[health]\ncert_file = \"/etc/hostname\"\n{site}")), f, "health.key_file", "together");
     assert_err(parse(&format!("{base}[policy]\nall_down = \"panic\"\n{site}")), f, "policy.all_down", "serve-all");
+    assert_err(parse(&format!("{base}[policy]\nweights = \"load\"\n{site}")), f, "policy.weights", "\"static\" or \"capacity\"");
+    assert_err(parse(&format!("{base}[policy]\nweights_period = \"500ms\"\n{site}")), f, "policy.weights_period", "at least 1s");
+    assert_err(parse(&format!("{base}[policy]\nweights_period = \"soon\"\n{site}")), f, "policy.weights_period", "");
     assert_err(
         parse(&format!("{base}[policy]\npriority_step = 40000\n{site}{}{}", site.replace("dc1", "dc2"), site.replace("dc1", "dc3"))),
         f,

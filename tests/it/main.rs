@@ -13,11 +13,14 @@
 
 mod common;
 
+mod ca_guard;
+mod capacity;
 mod config;
 mod control;
 mod control_crash;
 mod control_limits;
 mod dns;
+mod drain_idle;
 mod fast_path;
 mod health_bench;
 mod health_daemon;
@@ -31,6 +34,7 @@ mod packaging;
 mod policy;
 mod puppet_agent;
 mod puppet_agent_run;
+mod puppetserver;
 mod scale;
 mod state_files;
 mod status_page;

@@ -461,7 +461,8 @@ async fn slow_disk_delays_persistence_not_answers() {
     let sock = d.path("control.sock");
     let started = Instant::now();
     let drain = tokio::task::spawn_blocking(move || {
-        let req = srvd::control::proto::Request::Drain(srvd::control::proto::Target { host: "m1.example.com".into() });
+        let req =
+            srvd::control::proto::Request::Drain(srvd::control::proto::DrainArgs { host: "m1.example.com".into(), ..Default::default() });
         (srvd::control::client::request(&sock, &req), started.elapsed())
     });
     tokio::time::sleep(Duration::from_millis(200)).await;

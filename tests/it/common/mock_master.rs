@@ -10,6 +10,11 @@
 //!   connections stop answering too
 //! - `WrongName`: presents a certificate for another host name
 //!
+//! Besides the status API, a mock started from a [`TestCa`] serves that CA's
+//! certificate on `/puppet-ca/v1/certificate/ca` (the CA identity guard);
+//! [`MockMaster::serve`] sets the answer of any path (another CA, garbage,
+//! jruby-metrics figures: [`jruby_metrics`]) while the master is healthy.
+//!
 //! Switching to or from `Refuse` or `WrongName` drops open connections, as
 //! restarting the server would. Counters tell how many TCP connections and
 //! requests were seen (connection reuse).
@@ -51,6 +56,11 @@ impl TestCa {
         let key = KeyPair::generate().unwrap();
         let cert = params.self_signed(&key).unwrap();
         TestCa { cert_pem: cert.pem(), cert_der: cert.der().clone(), issuer: Issuer::new(params, key) }
+    }
+
+    /// The SHA-256 fingerprint of the CA certificate, as srvd shows it.
+    pub fn fingerprint(&self) -> String {
+        srvd::input::tls::Fingerprint::of_der(self.cert_der.as_ref()).to_string()
     }
 
     /// Writes the CA certificate (PEM) to `path`.
@@ -128,6 +138,8 @@ struct Inner {
     connections: AtomicU64,
     requests: AtomicU64,
     paths: Mutex<HashMap<String, u64>>,
+    /// Answers (status, content type, body) for paths beyond the status API.
+    served: Mutex<HashMap<String, (u16, &'static str, String)>>,
 }
 
 /// One mock master on 127.0.0.1:`port`.
@@ -144,7 +156,20 @@ impl MockMaster {
     pub async fn start(ca: &TestCa, host: &str) -> MockMaster {
         let good = ca.server_tls(&[host], false);
         let wrong = ca.server_tls(&["wrong-name.example.test"], false);
-        Self::start_with(host, good, wrong, Behaviour::Healthy).await
+        let m = Self::start_with(host, good, wrong, Behaviour::Healthy).await;
+        m.serve(CA_PATH, 200, &ca.cert_pem);
+        m
+    }
+
+    /// Sets the answer to `path` (exactly as requested, query included) while healthy.
+    pub fn serve(&self, path: &str, status: u16, body: &str) {
+        let ctype = if path.starts_with("/status/v1/services") { "application/json" } else { "text/plain" };
+        self.inner.served.lock().unwrap().insert(path.to_string(), (status, ctype, body.to_string()));
+    }
+
+    /// Serves jruby-metrics figures (Puppet Server 7's format).
+    pub fn set_jrubies(&self, total: u32, free: u32, queued: u32) {
+        self.serve(METRICS_PATH, 200, &jruby_metrics(total, free, queued));
     }
 
     /// A master with given TLS configs (shared by many mocks in benchmarks).
@@ -156,6 +181,7 @@ impl MockMaster {
             connections: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             paths: Mutex::new(HashMap::new()),
+            served: Mutex::new(HashMap::new()),
         });
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -187,6 +213,18 @@ impl MockMaster {
             let listener = bind_again(self.port).await;
             tokio::spawn(accept_loop(listener, self.inner.clone(), epoch));
         }
+    }
+
+    /// Drops every open connection, as a restart of the server would, and
+    /// keeps the behaviour (new connections are served as before).
+    pub fn drop_connections(&self) {
+        let epoch = {
+            let mut e = self.epoch.lock().unwrap();
+            *e += 1;
+            *e
+        };
+        let b = self.behaviour();
+        self.inner.behaviour.send_replace((b, epoch));
     }
 
     /// TCP connections accepted so far.
@@ -321,16 +359,34 @@ async fn connection(stream: TcpStream, inner: Arc<Inner>) {
             Behaviour::Status(c) => c,
             Behaviour::Refuse | Behaviour::WrongName => known_path(&path),
         };
-        let body = if status == 200 { "running" } else { "error" };
-        let reply = format!(
-            "HTTP/1.1 {status} {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
-            reason_phrase(status),
-            body.len()
-        );
+        let custom = match b {
+            Behaviour::Healthy | Behaviour::Lossy(_) | Behaviour::NotCa => inner.served.lock().unwrap().get(&path).cloned(),
+            _ => None,
+        };
+        let (status, ctype, body) = match custom {
+            Some((code, ctype, body)) if status == 200 || status == 404 => (code, ctype, body),
+            _ => (status, "text/plain", if status == 200 { "running" } else { "error" }.to_string()),
+        };
+        let reply =
+            format!("HTTP/1.1 {status} {}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n\r\n{body}", reason_phrase(status), body.len());
         if s.write_all(reply.as_bytes()).await.is_err() {
             return;
         }
     }
+}
+
+/// Where Puppet Server serves the CA certificate.
+pub const CA_PATH: &str = "/puppet-ca/v1/certificate/ca";
+/// Where srvd fetches JRuby figures.
+pub const METRICS_PATH: &str = "/status/v1/services/jruby-metrics?level=debug";
+
+/// A jruby-metrics answer as Puppet Server 7.9 writes it (debug level).
+pub fn jruby_metrics(total: u32, free: u32, queued: u32) -> String {
+    let requested: Vec<String> = (0..queued).map(|i| format!(r#"{{"time":{i},"duration-millis":5,"reason":{{}}}}"#)).collect();
+    format!(
+        r#"{{"service_version":"7.9.5","service_status_version":1,"detail_level":"debug","state":"running","status":{{"experimental":{{"jruby-pool-lock-status":{{"current-state":":not-in-use"}},"metrics":{{"average-lock-wait-time":0,"num-free-jrubies":{free},"borrow-count":10,"average-requested-jrubies":0.0,"borrowed-instances":[],"num-jrubies":{total},"requested-count":0,"requested-instances":[{}],"average-free-jrubies":{free}.0,"average-wait-time":3}}}}}},"active_alerts":[],"service_name":"jruby-metrics"}}"#,
+        requested.join(",")
+    )
 }
 
 fn known_path(path: &str) -> u16 {
