@@ -435,6 +435,7 @@ impl HttpsConn {
         reason
     }
 
+    /// See [`Check::unroutable`].
     fn unroutable(&mut self) -> Option<String> {
         let reason = route_gone(self.conn.as_ref()?.get_ref().0)?;
         self.conn = None;
@@ -535,6 +536,10 @@ impl Check for HttpsCheck {
 
     async fn closed(&mut self) -> String {
         self.conn.closed().await
+    }
+
+    fn unroutable(&mut self) -> Option<String> {
+        self.conn.unroutable()
     }
 }
 
