@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 pub mod fsutil;
 pub mod names;
+pub mod network;
 pub mod regedit;
 pub mod registry;
 pub mod tls;
