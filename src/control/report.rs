@@ -4,8 +4,8 @@
 use std::time::SystemTime;
 
 use super::proto::{
-    CheckResult, ExplainReport, Failure, MasterInfo, MasterStatus, MasterVerdict, MastersReport, NameExplain, RoleHealth, SrvRecord,
-    StatusReport,
+    CheckResult, ClientExplain, ExplainReport, Failure, MasterInfo, MasterStatus, MasterVerdict, MastersReport, NameExplain, RoleHealth,
+    SrvRecord, StatusReport,
 };
 use super::{Control, unix};
 use crate::health::{Health, health_of};
@@ -127,13 +127,22 @@ impl Control {
 
     /// Every published name (of `site`, or all) with its records and why each master is in or out (`srvctl explain`).
     pub fn explain(&self, site: Option<&str>) -> Result<ExplainReport, Failure> {
+        self.explain_for(site, None)
+    }
+
+    /// Like [`Control::explain`]; with `client`, the site-less names as a
+    /// client at that address gets them (the chosen site's answers under
+    /// the site-less names) and why it gets that site.
+    pub fn explain_for(&self, site: Option<&str>, client: Option<std::net::IpAddr>) -> Result<ExplainReport, Failure> {
         let snap = self.publisher.snapshot();
         let core = self.publisher.lock();
         let config = core.inputs.config.clone();
         let registry = core.inputs.registry.clone();
         drop(core);
         // None: everything; Some(None): the apex pool; Some(Some(s)): one site.
+        let choice = client.map(|ip| client_explain(&config, ip));
         let scope: Option<Option<String>> = match site {
+            None if choice.is_some() => Some(choice.as_ref().and_then(|c| c.site.clone())),
             None => None,
             Some("@") => Some(None),
             Some(s) => {
@@ -158,8 +167,11 @@ impl Control {
                         self.verdict(a, k, &msite, v)
                     })
                     .collect();
+                // With --client: the name the client asks (site-less), answered with its site's records.
+                let name =
+                    if choice.is_some() { format!("{}._tcp.{}", a.role.service(), config.zone.origin) } else { srv_name(&config, a) };
                 NameExplain {
-                    name: srv_name(&config, a),
+                    name,
                     site: a.site.clone(),
                     role: a.role.to_string(),
                     mode: mode_str(a.mode).into(),
@@ -172,7 +184,7 @@ impl Control {
                 }
             })
             .collect();
-        Ok(ExplainReport { serial: snap.serial, ttl: config.zone.ttl, names })
+        Ok(ExplainReport { serial: snap.serial, ttl: config.zone.ttl, names, client: choice })
     }
 
     fn verdict(&self, a: &RoleAnswer, key: &MasterKey, msite: &str, v: &Verdict) -> MasterVerdict {
@@ -215,6 +227,29 @@ impl Control {
         };
         MasterVerdict { master: key.to_string(), site: msite.to_string(), included, verdict: name.into(), tier, priority, reason }
     }
+}
+
+/// Which site a client at `ip` gets on the site-less names, and why.
+fn client_explain(config: &Config, ip: std::net::IpAddr) -> ClientExplain {
+    use crate::zone::clients::{ClientSites, Reason};
+    let clients = ClientSites::new(config);
+    let c = clients.choose(ip);
+    let site = c.site.and_then(|i| config.sites.get(i)).map(|s| s.name.clone());
+    let (reason, network, why) = match c.reason {
+        _ if !clients.enabled() => ("no-networks", None, "no [[site]] lists networks: every client gets the site-less pool".to_string()),
+        Reason::Network(n) => (
+            "network",
+            Some(n.to_string()),
+            format!("{ip} is in {n} of site {} (the longest matching network)", site.as_deref().unwrap_or("?")),
+        ),
+        Reason::Default => {
+            ("default", None, format!("{ip} is in no site's networks: policy.client_site_default = {:?}", site.as_deref().unwrap_or("?")))
+        }
+        Reason::Pool => {
+            ("pool", None, format!("{ip} is in no site's networks and there is no policy.client_site_default: the site-less pool"))
+        }
+    };
+    ClientExplain { address: ip, site, reason: reason.into(), network, scope: c.scope, why }
 }
 
 fn srv_name(config: &Config, a: &RoleAnswer) -> String {

@@ -13,6 +13,7 @@
 
 mod common;
 
+mod client_sites;
 mod config;
 mod control;
 mod control_crash;
