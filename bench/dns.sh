@@ -171,7 +171,7 @@ sed -e "s|listen = \[\"127.0.0.1:5353\"\]|listen = [\"127.0.0.1:$nport\"]|" \
     -e 's|^name = "dc1"|name = "dc1"\nnetworks = ["127.0.0.0/8", "10.1.0.0/16", "2001:db8:1::/48"]|' \
     -e 's|^name = "dc2"|name = "dc2"\nnetworks = ["10.2.0.0/16", "10.1.5.0/24", "2001:db8:2::/48"]|' \
     -e 's|^name = "dc3"|name = "dc3"\nnetworks = ["10.3.0.0/16", "192.168.0.0/16"]|' \
-    -e "s|state_dir = \"state\"|state_dir = \"state-net\"|" -e "s|control.sock|control-net.sock|" zones/example.toml > "$tmp/srvd-net.toml"
+    -e "s|state_dir = \"state\"|state_dir = \"state-net\"|" -e "s|\"control.sock\"|\"control-net.sock\"|" zones/example.toml > "$tmp/srvd-net.toml"
 SRVD_LOG=warn ./target/release/srvd --config "$tmp/srvd-net.toml" 2>"$tmp/srvd-net.log" & net_pid=$!; pids="$pids $net_pid"
 wait_up $nport
 for svc in _x-puppet _x-puppet-ca _x-puppet-report _x-puppet-fileserver; do echo "$svc._tcp.dc1.$o SRV"; done > "$tmp/q-site"

@@ -1,7 +1,7 @@
 //! The inputs layer: everything srvd reads from files, validated once.
 //! The config (`config`), the masters registry (`registry`, edited in
 //! place by `regedit`), the static zone file (`zonefile`), DNS names and
-//! durations (`names`), the health checker's TLS material (`tls`) and
+//! durations (`names`), CIDR networks (`network`), the health checker's TLS material (`tls`) and
 //! atomic file writes (`fsutil`). Nothing here imports another layer.
 
 pub mod config;
