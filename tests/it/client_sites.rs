@@ -339,3 +339,32 @@ async fn through_unbound_with_ecs_each_network_gets_its_site() {
     // A client in no network: the pool.
     assert_eq!(sorted(&ask(&u, "127.0.5.5", &name).await), pool());
 }
+
+/// Networks change with `srvctl reload`; a bad network is refused with
+/// file, key and reason, and the last good networks keep answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn networks_follow_a_reload_and_a_bad_one_keeps_the_old() {
+    let d = TestDaemon::start_all_up(&config(), &registry()).await;
+    let name = format!("_x-puppet._tcp.{O}");
+    assert_eq!(order(&udp_from(ip("127.0.2.7"), d.addr, &name, RecordType::SRV).await), site_order("dc2"));
+    let path = d.path("srvd.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let reload =
+        || async { tokio::process::Command::new(SRVCTL).arg("--socket").arg(d.path("control.sock")).arg("reload").output().await.unwrap() };
+    // 127.0.2.0/24 moves to dc3.
+    let moved = text
+        .replace(", \"10.1.5.0/24\"]", "]")
+        .replace("\"127.0.2.0/24\"", "\"10.1.5.0/24\"")
+        .replace("name = \"dc3\"\n", "name = \"dc3\"\nnetworks = [\"127.0.2.0/24\"]\n");
+    std::fs::write(&path, &moved).unwrap();
+    let o = reload().await;
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(order(&udp_from(ip("127.0.2.7"), d.addr, &name, RecordType::SRV).await), site_order("dc3"));
+    // Host bits set: refused, naming the key; dc3 still answers.
+    std::fs::write(&path, moved.replace("\"127.0.2.0/24\"", "\"127.0.2.1/24\"")).unwrap();
+    let o = reload().await;
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("site[2].networks[0]") && err.contains("did you mean 127.0.2.0/24"), "{err}");
+    assert_eq!(order(&udp_from(ip("127.0.2.7"), d.addr, &name, RecordType::SRV).await), site_order("dc3"));
+}
