@@ -368,3 +368,52 @@ async fn networks_follow_a_reload_and_a_bad_one_keeps_the_old() {
     assert!(err.contains("site[2].networks[0]") && err.contains("did you mean 127.0.2.0/24"), "{err}");
     assert_eq!(order(&udp_from(ip("127.0.2.7"), d.addr, &name, RecordType::SRV).await), site_order("dc3"));
 }
+
+/// The per-site templates of the site-less names are reused across
+/// publications where that site's answer did not change: after each of a
+/// seeded series of health changes, every answer chosen by network equals
+/// one from a freshly built `Served`, from every network.
+#[test]
+fn reused_per_site_templates_equal_a_fresh_build() {
+    use rand::{Rng, SeedableRng};
+    use srvd::health::{Health, HealthStates};
+    use srvd::input::config::{Config, EXAMPLE_REGISTRY};
+    use srvd::input::registry::{Registry, Role};
+    use srvd::zone::publish::{Inputs, Publisher};
+    let dir = std::path::Path::new("/nonexistent-srvd-test");
+    let text = crate::fast_path::example_with_networks(None).replace("file = \"example.zone\"", "");
+    let cfg = Config::parse(&text, &dir.join("example.toml"), dir).unwrap();
+    let reg = Registry::parse(EXAMPLE_REGISTRY, &dir.join("m.toml"), &cfg).unwrap();
+    let publisher = Publisher::new(Inputs::assemble(cfg, vec![], reg).unwrap(), HealthStates::new(), None).unwrap();
+    let served = srvd::dns::served::ServedZone::attach(&publisher);
+    let keys: Vec<_> = publisher.lock().inputs.registry.masters.iter().map(|m| m.key()).collect();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(12);
+    let srcs: Vec<IpAddr> = ["127.0.1.9", "127.0.2.9", "192.0.2.1", "::1"].iter().map(|s| ip(s)).collect();
+    let mut changed = 0;
+    for step in 0..30 {
+        let k = keys[rng.random_range(0..keys.len())].clone();
+        let h = if rng.random_bool(0.5) { Health::Down } else { Health::Up };
+        let before = served.snapshot();
+        publisher.update(|core| {
+            for role in Role::ALL {
+                core.health.insert((k.clone(), role), h);
+            }
+        });
+        let now = served.snapshot();
+        changed += usize::from(!std::sync::Arc::ptr_eq(&before.zone.nodes, &now.zone.nodes));
+        let fresh = srvd::dns::served::Served::new(now.zone.clone());
+        for svc in ["_x-puppet", "_x-puppet-ca", "_x-puppet-report", "_x-puppet-fileserver"] {
+            for t in [RecordType::SRV, RecordType::TXT] {
+                let q = common::build_query(&format!("{svc}._tcp.{O}"), t, Some(1232));
+                for src in &srcs {
+                    assert_eq!(
+                        now.fast.answer_from(&q, srvd::dns::Transport::Udp, Some(*src)),
+                        fresh.fast.answer_from(&q, srvd::dns::Transport::Udp, Some(*src)),
+                        "step {step}: {svc} {t} from {src}"
+                    );
+                }
+            }
+        }
+    }
+    assert!(changed >= 5, "the health changes changed the answers ({changed} of 30)");
+}

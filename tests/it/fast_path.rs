@@ -255,3 +255,49 @@ fn common_query(name: &str, t: RecordType, edns: bool) -> Vec<u8> {
     }
     m.to_vec().unwrap()
 }
+
+/// The in-process cost of answers chosen by client network on the fast
+/// path, against the per-site names (bench/dns.sh measures it over UDP):
+/// ns per answer for dc1's names, the site-less names from a source in
+/// dc1's networks, and the same with a trusted ECS option.
+#[test]
+#[ignore = "benchmark: cargo test --release --test it -- --ignored fast_path::network_choice_cost --nocapture"]
+fn network_choice_cost() {
+    use std::net::IpAddr;
+    use std::time::Instant;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("example.zone"), EXAMPLE_ZONE_FILE).unwrap();
+    let cfg = Config::parse(&example_with_networks(None), &dir.path().join("example.toml"), dir.path()).unwrap();
+    let statics = srvd::input::zonefile::load(&dir.path().join("example.zone"), &cfg.zone.origin, cfg.zone.ttl).unwrap();
+    let reg = Registry::parse(EXAMPLE_REGISTRY, Path::new("m.toml"), &cfg).unwrap();
+    let p = Publisher::new(Inputs::assemble(cfg, statics, reg).unwrap(), HealthStates::new(), None).unwrap();
+    let snap = srvd::dns::served::Served::new(p.snapshot());
+    let svcs = ["_x-puppet", "_x-puppet-ca", "_x-puppet-report", "_x-puppet-fileserver"];
+    let q = |site: &str, ecs: bool| -> Vec<Vec<u8>> {
+        svcs.iter()
+            .map(|s| {
+                let q = common_query(&format!("{s}._tcp.{site}puppet.example.test."), RecordType::SRV, true);
+                if ecs { with_option(q, &ecs_option(1, 24, &[10, 1, 7])) } else { q }
+            })
+            .collect()
+    };
+    let src: IpAddr = "127.0.1.9".parse().unwrap();
+    let trusted: IpAddr = "127.0.0.1".parse().unwrap();
+    let mut out = Vec::with_capacity(2048);
+    let mut time = |qs: &[Vec<u8>], from: IpAddr| {
+        let n = 400_000;
+        let t = Instant::now();
+        for i in 0..n {
+            snap.fast.answer_into_from(&qs[i % qs.len()], Transport::Udp, Some(from), &mut out).expect("fast path");
+        }
+        t.elapsed().as_nanos() as f64 / n as f64
+    };
+    let site = time(&q("dc1.", false), src);
+    let net = time(&q("", false), src);
+    let ecs = time(&q("", true), trusted);
+    println!(
+        "fast path ns/answer: per-site {site:.0}, by network (source) {net:.0} ({:.2}x), by network (trusted ECS) {ecs:.0} ({:.2}x)",
+        net / site,
+        ecs / site
+    );
+}
