@@ -197,4 +197,4 @@ awk 'function med(s,   a, k, i, j, t) { k = split(s, a, " ");
     return k % 2 ? a[(k + 1) / 2] : (a[k / 2] + a[k / 2 + 1]) / 2 }
   { q[$1] = q[$1] " " $2; c[$1] = c[$1] " " $3 }
   END { printf "by client network: per-site names %.0f qps %.2f us/query; site-less names chosen by network %.0f qps %.2f us/query; cpu ratio %.2fx\n",
-          med(q["site"]), med(c["site"]), med(q["net"]), med(c["net"]), med(c["site"]) > 0 ? med(c["net"]) / med(c["site"]) : 0 }' "$tmp/net-results"
+          med(q["site"]), med(c["site"]), med(q["net"]), med(c["net"]), (med(c["site"]) > 0 ? med(c["net"]) / med(c["site"]) : 0) }' "$tmp/net-results"
