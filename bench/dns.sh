@@ -187,7 +187,7 @@ while [ $r -le "$rounds" ]; do
     dnsperf -s 127.0.0.1 -p "$nport" -d "$tmp/q-$kind" -l "$secs" -c "$clients" -T 1 -q "$outstanding" > "$tmp/out" 2>&1 || true
     after=$(cpu_ticks "$net_pid")
     awk -v k=$kind -v cpu=$((after - before)) -v hz="$hz" '/Queries completed/ {done = $3} /Queries per second/ {q = $4}
-      END { printf "%s %.0f %.3f\n", k, q, done > 0 ? cpu / hz * 1e6 / done : 0 }' "$tmp/out" >> "$tmp/net-results"
+      END { us = done > 0 ? cpu / hz * 1e6 / done : 0; printf "%s %.0f %.3f\n", k, q, us }' "$tmp/out" >> "$tmp/net-results"
   done
   r=$((r + 1))
 done

@@ -111,15 +111,6 @@ impl Ecs {
         }
     }
 
-    /// The address bytes the option carries (as many as the prefix needs).
-    fn addr_bytes(&self) -> impl Iterator<Item = u8> {
-        let octets: Vec<u8> = match self.addr {
-            IpAddr::V4(a) => a.octets().to_vec(),
-            IpAddr::V6(a) => a.octets().to_vec(),
-        };
-        octets.into_iter().take(usize::from(self.source).div_ceil(8))
-    }
-
     /// The length of the option in an answer, code and length included.
     pub fn wire_len(&self) -> usize {
         8 + usize::from(self.source).div_ceil(8)
@@ -135,7 +126,12 @@ impl Ecs {
         out.extend_from_slice(&family.to_be_bytes());
         out.push(self.source);
         out.push(scope);
-        out.extend(self.addr_bytes());
+        // As many address bytes as the prefix needs (no allocation: the fast path calls this).
+        let n = usize::from(self.source).div_ceil(8);
+        match self.addr {
+            IpAddr::V4(a) => out.extend(a.octets().iter().take(n)),
+            IpAddr::V6(a) => out.extend(a.octets().iter().take(n)),
+        }
     }
 }
 
