@@ -8,9 +8,10 @@
 CARGO ?= cargo
 # bind9: a real BIND secondary in tests/it/xfr.rs (AXFR + NOTIFY).
 # chromium, chromium-driver: the status page in a headless browser (tests/it/status_page.rs).
+# unbound: a real resolver sending EDNS Client Subnet (tests/it/client_sites.rs).
 # systemd (systemd-analyze verify), lintian, man-db: the packaging tests (tests/it/packaging.rs).
 # puppetserver: a real Puppet Server (CA endpoint, jruby-metrics, client certificates) in tests/it/puppetserver.rs.
-DEB_PACKAGES := bind9-dnsutils bind9 puppet-agent ruby iproute2 systemd lintian man-db chromium chromium-driver puppetserver
+DEB_PACKAGES := bind9-dnsutils bind9 puppet-agent ruby iproute2 systemd lintian man-db chromium chromium-driver puppetserver unbound
 # cargo-deb builds the .deb (`make deb`, tests/it/packaging.rs); pinned so that
 # its flags (--no-build --profile dev for the test) do not change under us.
 CARGO_DEB_VERSION := 3.8.0

@@ -7,6 +7,10 @@
 # rounds (with min..max), the lost queries, and srvd's ratios to gdnsd.
 #   bench/dns.sh [seconds per run] [rounds]        (default 5 s, 5 rounds)
 #   DNS_BENCH_CLIENTS=4 DNS_BENCH_OUTSTANDING=100  (dnsperf -c, -q)
+# Then the cost of answers chosen by client network ([[site]] networks):
+# a second srvd whose dc1 owns 127.0.0.0/8 answers the site-less names
+# (one template per site, picked per query) and dc1's own names, in
+# alternating runs; it prints the CPU per query of each and their ratio.
 # Server CPU: utime + stime of the server process (and its child processes:
 # NSD forks its workers) from /proc/PID/stat, read before and after each
 # run, divided by the queries dnsperf saw answered.
@@ -158,3 +162,39 @@ done | awk -F'|' '
     printf "%-6s %9.0f %17s %12.1f %8.2f (%s..%s) %6d\n", n, q[n], "(" lo($2) ".." hi($2) ")", med($3), c[n], lo($4), hi($4), lost }
   END { if (("srvd" in q) && ("gdnsd" in q) && q["gdnsd"] > 0 && c["gdnsd"] > 0)
           printf "srvd / gdnsd: cpu per query %.2fx (target <= 0.90), qps %.2fx (target >= 1.10)\n", c["srvd"] / c["gdnsd"], q["srvd"] / q["gdnsd"] }'
+
+# ---- answers chosen by client network vs per-site names --------------------
+nport=25356
+sed -e "s|listen = \[\"127.0.0.1:5353\"\]|listen = [\"127.0.0.1:$nport\"]|" \
+    -e "s|^metrics = .*||" -e "s|^notify = false.*|notify = false|" \
+    -e 's|^\[server\]|[server]\nallow_secondaries_with_networks = true|' \
+    -e 's|^name = "dc1"|name = "dc1"\nnetworks = ["127.0.0.0/8", "10.1.0.0/16", "2001:db8:1::/48"]|' \
+    -e 's|^name = "dc2"|name = "dc2"\nnetworks = ["10.2.0.0/16", "10.1.5.0/24", "2001:db8:2::/48"]|' \
+    -e 's|^name = "dc3"|name = "dc3"\nnetworks = ["10.3.0.0/16", "192.168.0.0/16"]|' \
+    -e "s|state_dir = \"state\"|state_dir = \"state-net\"|" -e "s|\"control.sock\"|\"control-net.sock\"|" zones/example.toml > "$tmp/srvd-net.toml"
+SRVD_LOG=warn ./target/release/srvd --config "$tmp/srvd-net.toml" 2>"$tmp/srvd-net.log" & net_pid=$!; pids="$pids $net_pid"
+wait_up $nport
+for svc in _x-puppet _x-puppet-ca _x-puppet-report _x-puppet-fileserver; do echo "$svc._tcp.dc1.$o SRV"; done > "$tmp/q-site"
+for svc in _x-puppet _x-puppet-ca _x-puppet-report _x-puppet-fileserver; do echo "$svc._tcp.$o SRV"; done > "$tmp/q-net"
+# The same records either way (owner names aside): dc1's.
+a=$(dig +short -p $nport @127.0.0.1 _x-puppet._tcp.dc1.$o SRV | sort); b=$(dig +short -p $nport @127.0.0.1 _x-puppet._tcp.$o SRV | sort)
+[ "$a" = "$b" ] || echo "dns bench: the site-less answer is not dc1's: $b" >&2
+: > "$tmp/net-results"
+r=1
+while [ $r -le "$rounds" ]; do
+  for kind in site net; do
+    before=$(cpu_ticks "$net_pid")
+    dnsperf -s 127.0.0.1 -p "$nport" -d "$tmp/q-$kind" -l "$secs" -c "$clients" -T 1 -q "$outstanding" > "$tmp/out" 2>&1 || true
+    after=$(cpu_ticks "$net_pid")
+    awk -v k=$kind -v cpu=$((after - before)) -v hz="$hz" '/Queries completed/ {done = $3} /Queries per second/ {q = $4}
+      END { us = done > 0 ? cpu / hz * 1e6 / done : 0; printf "%s %.0f %.3f\n", k, q, us }' "$tmp/out" >> "$tmp/net-results"
+  done
+  r=$((r + 1))
+done
+echo
+awk 'function med(s,   a, k, i, j, t) { k = split(s, a, " ");
+    for (i = 2; i <= k; i++) for (j = i; j > 1 && a[j - 1] + 0 > a[j] + 0; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
+    return k % 2 ? a[(k + 1) / 2] : (a[k / 2] + a[k / 2 + 1]) / 2 }
+  { q[$1] = q[$1] " " $2; c[$1] = c[$1] " " $3 }
+  END { printf "by client network: per-site names %.0f qps %.2f us/query; site-less names chosen by network %.0f qps %.2f us/query; cpu ratio %.2fx\n",
+          med(q["site"]), med(c["site"]), med(q["net"]), med(c["net"]), (med(c["site"]) > 0 ? med(c["net"]) / med(c["site"]) : 0) }' "$tmp/net-results"

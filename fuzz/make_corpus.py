@@ -76,6 +76,27 @@ seeds["edns-4096-do"] = header(ar=1) + question("_x-puppet._tcp.dc1." + ORIGIN, 
 seeds["edns-v1"] = header(ar=1) + question(ORIGIN, "SOA") + opt(version=1)
 seeds["edns-cookie"] = header(ar=1) + question(ORIGIN, "SOA") + opt(options=struct.pack(">HH", 10, 8) + b"\1" * 8)
 seeds["edns-bad-option-len"] = header(ar=1) + question(ORIGIN, "SOA") + opt(options=struct.pack(">HH", 10, 200) + b"\1" * 8)
+def ecs(family, source, addr, scope=0, length=None):
+    data = struct.pack(">HBB", family, source, scope) + addr
+    return struct.pack(">HH", 8, len(data) if length is None else length) + data
+
+
+# EDNS Client Subnet (RFC 7871): well-formed ones for the site-less names,
+# and each malformation that must get FORMERR (never a panic).
+POOL = "_x-puppet._tcp." + ORIGIN
+seeds["ecs-v4-24"] = header(ar=1) + question(POOL, "SRV") + opt(options=ecs(1, 24, bytes([127, 0, 1])))
+seeds["ecs-v6-48"] = header(ar=1) + question("_x-puppet-ca._tcp." + ORIGIN, "SRV") + opt(options=ecs(2, 48, bytes.fromhex("20010db80001")))
+seeds["ecs-source-0"] = header(ar=1) + question(POOL, "SRV") + opt(options=ecs(1, 0, b""))
+seeds["ecs-bad-family"] = header(ar=1) + question(POOL, "SRV") + opt(options=ecs(3, 24, bytes([10, 1, 2])))
+seeds["ecs-prefix-33"] = header(ar=1) + question(POOL, "SRV") + opt(options=ecs(1, 33, bytes([10, 1, 2, 3, 4])))
+seeds["ecs-prefix-129"] = header(ar=1) + question(POOL, "SRV") + opt(options=ecs(2, 129, bytes(17)))
+seeds["ecs-addr-too-long"] = header(ar=1) + question(POOL, "SRV") + opt(options=ecs(1, 16, bytes([10, 1, 0, 0])))
+seeds["ecs-addr-too-short"] = header(ar=1) + question(POOL, "SRV") + opt(options=ecs(1, 24, bytes([10, 1])))
+seeds["ecs-host-bits"] = header(ar=1) + question(POOL, "SRV") + opt(options=ecs(1, 22, bytes([10, 1, 7])))
+seeds["ecs-truncated"] = header(ar=1) + question(POOL, "SRV") + opt(options=ecs(1, 24, bytes([10, 1, 7]), length=40))
+seeds["ecs-empty"] = header(ar=1) + question(POOL, "SRV") + opt(options=struct.pack(">HH", 8, 0))
+seeds["ecs-twice"] = header(ar=1) + question(POOL, "SRV") + opt(options=ecs(1, 24, bytes([10, 1, 7])) * 2)
+seeds["ecs-and-cookie"] = header(ar=1) + question(POOL, "TXT") + opt(options=ecs(1, 24, bytes([10, 1, 7])) + struct.pack(">HH", 10, 8) + b"\1" * 8)
 seeds["edns-two-opts"] = header(ar=2) + question(ORIGIN, "SOA") + opt() + opt(do=True)
 seeds["edns-any"] = header(ar=1) + question(ORIGIN, "ANY") + opt(4096)
 seeds["axfr"] = header() + question(ORIGIN, "AXFR")

@@ -152,6 +152,9 @@ pub async fn start_with(
             tracing::info!(file = %p.display(), removed = n, "removed temp files left by an interrupted write");
         }
     }
+    for w in config.warnings() {
+        tracing::warn!("{w}");
+    }
     let inputs = Inputs::load(config)?;
     let cfg = inputs.config.clone();
     // Problems with state_dir are logged, never fatal (see Publisher::new).

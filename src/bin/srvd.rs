@@ -18,6 +18,9 @@ fn main() -> ExitCode {
         Err(e) => return fail(args.log_format, &format!("invalid configuration: {e}")),
     };
     if args.check_config {
+        for w in config.warnings() {
+            eprintln!("srvd: warning: {w}");
+        }
         return match srvd::zone::publish::Inputs::load(config) {
             Ok(_) => {
                 println!("configuration OK");

@@ -280,6 +280,20 @@ fn jruby_line(j: &crate::control::proto::JrubyReport, now: u64) -> String {
 
 fn explain(e: &ExplainReport) -> String {
     let mut out = format!("serial {}  ttl {}s\n", e.serial, e.ttl);
+    if let Some(c) = &e.client {
+        let gets = match &c.site {
+            Some(s) => format!("site {s}"),
+            None => "the site-less pool".into(),
+        };
+        let _ = writeln!(out, "client {} gets {gets}: {}", c.address, c.why);
+        let _ = writeln!(
+            out,
+            "the same for every client in {}/{} (ECS scope {})",
+            crate::input::network::truncate(c.address, c.scope),
+            c.scope,
+            c.scope
+        );
+    }
     for n in &e.names {
         let _ = writeln!(out, "\n{}  ({}, {})", n.name, n.role, n.mode);
         if n.records.is_empty() {

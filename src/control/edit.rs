@@ -224,6 +224,9 @@ impl Control {
         let loaded = Config::load(&old.config.path).and_then(Inputs::load);
         let (inputs, text) = match loaded {
             Ok(i) => {
+                for w in i.config.warnings() {
+                    tracing::warn!("{w}");
+                }
                 let text = i.registry_text.clone();
                 (i, text)
             }

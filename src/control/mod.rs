@@ -155,7 +155,7 @@ impl Control {
         match req {
             Request::List => Response::Ok(Reply::Masters(self.list())),
             Request::Status => Response::Ok(Reply::Status(self.status())),
-            Request::Explain(a) => match self.explain(a.site.as_deref()) {
+            Request::Explain(a) => match self.explain_for(a.site.as_deref(), a.client) {
                 Ok(r) => Response::Ok(Reply::Explain(r)),
                 Err(f) => Response::Refused(f),
             },

@@ -120,6 +120,9 @@ pub struct ExplainArgs {
     /// A site name, "@" for the site-less names at the zone apex, or none for all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub site: Option<String>,
+    /// A client address: explain the site-less names as this client gets them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<std::net::IpAddr>,
 }
 
 /// `reload`. `{"command": "reload"}` (what older srvctl sends) is a reload
@@ -406,6 +409,30 @@ pub struct ExplainReport {
     pub ttl: u32,
     /// The names asked for, in config order (each site's four roles, then the apex's).
     pub names: Vec<NameExplain>,
+    /// With `--client`: the site that client gets on the site-less names, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<ClientExplain>,
+}
+
+/// Which site's answers a client gets on the site-less names (`explain --client`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientExplain {
+    /// The client address asked about.
+    pub address: std::net::IpAddr,
+    /// The site whose answers it gets; `None`: the site-less pool.
+    pub site: Option<String>,
+    /// `"network"` (inside one of the site's networks), `"default"`
+    /// (`policy.client_site_default`), `"pool"` (no network and no
+    /// default) or `"no-networks"` (no site has networks).
+    pub reason: String,
+    /// The longest matching network, for `"network"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    /// The prefix length of the address within which every client gets the
+    /// same answer (the ECS scope srvd answers a trusted resolver with).
+    pub scope: u8,
+    /// The same in words.
+    pub why: String,
 }
 
 /// One published SRV name.

@@ -4,8 +4,8 @@
 use std::time::SystemTime;
 
 use super::proto::{
-    CheckResult, ExplainReport, Failure, JrubyReport, MasterInfo, MasterStatus, MasterVerdict, MastersReport, NameExplain, RoleHealth,
-    SrvRecord, StatusReport,
+    CheckResult, ClientExplain, ExplainReport, Failure, JrubyReport, MasterInfo, MasterStatus, MasterVerdict, MastersReport, NameExplain,
+    RoleHealth, SrvRecord, StatusReport,
 };
 use super::{Control, unix};
 use crate::health::{Health, health_of};
@@ -168,6 +168,13 @@ impl Control {
 
     /// Every published name (of `site`, or all) with its records and why each master is in or out (`srvctl explain`).
     pub fn explain(&self, site: Option<&str>) -> Result<ExplainReport, Failure> {
+        self.explain_for(site, None)
+    }
+
+    /// Like [`Control::explain`]; with `client`, the site-less names as a
+    /// client at that address gets them (the chosen site's answers under
+    /// the site-less names) and why it gets that site.
+    pub fn explain_for(&self, site: Option<&str>, client: Option<std::net::IpAddr>) -> Result<ExplainReport, Failure> {
         let snap = self.publisher.snapshot();
         let core = self.publisher.lock();
         let config = core.inputs.config.clone();
@@ -175,7 +182,9 @@ impl Control {
         let capacity = core.capacity.clone();
         drop(core);
         // None: everything; Some(None): the apex pool; Some(Some(s)): one site.
+        let choice = client.map(|ip| client_explain(&config, ip));
         let scope: Option<Option<String>> = match site {
+            None if choice.is_some() => Some(choice.as_ref().and_then(|c| c.site.clone())),
             None => None,
             Some("@") => Some(None),
             Some(s) => {
@@ -214,8 +223,11 @@ impl Control {
                         mv
                     })
                     .collect();
+                // With --client: the name the client asks (site-less), answered with its site's records.
+                let name =
+                    if choice.is_some() { format!("{}._tcp.{}", a.role.service(), config.zone.origin) } else { srv_name(&config, a) };
                 NameExplain {
-                    name: srv_name(&config, a),
+                    name,
                     site: a.site.clone(),
                     role: a.role.to_string(),
                     mode: mode_str(a.mode).into(),
@@ -228,7 +240,7 @@ impl Control {
                 }
             })
             .collect();
-        Ok(ExplainReport { serial: snap.serial, ttl: config.zone.ttl, names })
+        Ok(ExplainReport { serial: snap.serial, ttl: config.zone.ttl, names, client: choice })
     }
 
     fn verdict(&self, a: &RoleAnswer, key: &MasterKey, msite: &str, v: &Verdict) -> MasterVerdict {
@@ -300,6 +312,29 @@ fn weight_inputs(w: u16, why: &WeightWhy) -> String {
             format!("weight {w} (registry): no fresh JRuby figures for {} in this tier", list.join(", "))
         }
     }
+}
+
+/// Which site a client at `ip` gets on the site-less names, and why.
+fn client_explain(config: &Config, ip: std::net::IpAddr) -> ClientExplain {
+    use crate::zone::clients::{ClientSites, Reason};
+    let clients = ClientSites::new(config);
+    let c = clients.choose(ip);
+    let site = c.site.and_then(|i| config.sites.get(i)).map(|s| s.name.clone());
+    let (reason, network, why) = match c.reason {
+        _ if !clients.enabled() => ("no-networks", None, "no [[site]] lists networks: every client gets the site-less pool".to_string()),
+        Reason::Network(n) => (
+            "network",
+            Some(n.to_string()),
+            format!("{ip} is in {n} of site {} (the longest matching network)", site.as_deref().unwrap_or("?")),
+        ),
+        Reason::Default => {
+            ("default", None, format!("{ip} is in no site's networks: policy.client_site_default = {:?}", site.as_deref().unwrap_or("?")))
+        }
+        Reason::Pool => {
+            ("pool", None, format!("{ip} is in no site's networks and there is no policy.client_site_default: the site-less pool"))
+        }
+    };
+    ClientExplain { address: ip, site, reason: reason.into(), network, scope: c.scope, why }
 }
 
 fn srv_name(config: &Config, a: &RoleAnswer) -> String {

@@ -18,8 +18,12 @@ use std::sync::Arc;
 use hickory_proto::op::{Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{Name, RecordType};
 
+use std::net::IpAddr;
+
+use super::ecs::Ecs;
 use super::served::Served;
-use crate::dns::{self, MAX_UDP_PAYLOAD, Transport};
+use crate::dns::{self, Asker, MAX_UDP_PAYLOAD, Transport};
+use crate::zone::clients::ClientSites;
 
 /// A pre-encoded response: header, lowercase question, sections; no OPT.
 #[derive(Debug, Clone)]
@@ -35,6 +39,11 @@ struct FastNode {
     nodata: bool,
     /// Types the name has that are left to the general path.
     general: Vec<u16>,
+    /// For a site-less name answered per client (`[[site]] networks`): the
+    /// answers of each site (config order) under this name; the fields
+    /// above then hold the pool's, for clients no network and no default
+    /// site claims. Empty for every other name.
+    sites: Vec<FastNode>,
 }
 
 /// Pre-encoded answers of one snapshot, keyed by lowercase wire-format name.
@@ -44,6 +53,8 @@ struct FastNode {
 #[derive(Debug, Clone, Default)]
 pub struct FastZone {
     names: Arc<HashMap<Vec<u8>, FastNode>>,
+    /// Which site's answers a client gets (the site-less names' `sites`).
+    clients: Option<Arc<ClientSites>>,
     /// The apex SOA query's answer.
     soa: Option<Template>,
     nx: Option<NxTemplate>,
@@ -106,17 +117,80 @@ fn wire_name(name: &Name) -> Vec<u8> {
     out
 }
 
-fn template(snap: &Served, name: &Name, t: RecordType) -> Option<Template> {
+/// The pre-encoded answer to (`name`, `t`); `forced` answers a site-less
+/// name with one site's records (`Some(None)`: the pool's).
+fn template(snap: &Served, name: &Name, t: RecordType, forced: Option<Option<usize>>) -> Option<Template> {
     let mut m = Message::new(0, MessageType::Query, OpCode::Query);
     m.add_query(Query::query(name.clone(), t));
     let q = m.to_vec().ok()?;
-    let reply = dns::reply(snap, &q, Transport::Tcp)?;
+    let reply = dns::reply_as(snap, &q, Transport::Tcp, None, forced)?;
     let bytes = dns::encode(&reply);
     // Only NOERROR answers are worth keeping (NODATA included).
     if bytes.len() < 12 || bytes.get(3).is_none_or(|b| b & 0x0f != 0) {
         return None;
     }
     Some(Template { bytes })
+}
+
+/// The templates of `name` answered from `node`'s records (`forced`: see [`template`]).
+fn fast_node(snap: &Served, name: &Name, node: &crate::zone::Node, forced: Option<Option<usize>>) -> FastNode {
+    let mut f = FastNode::default();
+    for (t, rs) in &node.rrsets {
+        let t = *t;
+        if t == RecordType::CNAME {
+            // A CNAME answers every type; keep it on the general path.
+            continue;
+        }
+        if t == RecordType::SRV && rs.len() > snap.config.policy.max_srv_records {
+            // Answers take a window chosen per query (dns::select_srv).
+            f.general.push(u16::from(t));
+            continue;
+        }
+        if let Some(tpl) = template(snap, name, t, forced) {
+            f.by_type.push((u16::from(t), tpl));
+        }
+    }
+    f.nodata = node.get(RecordType::CNAME).is_none();
+    f
+}
+
+/// A site-less name answered per client: the pool's templates and one set
+/// per site, each made from that site's node for the role (shared with
+/// `reuse`, the zone before, where that node did not change).
+fn per_client_node(
+    snap: &Served,
+    reuse: Option<&Served>,
+    name: &Name,
+    lname: &hickory_proto::rr::LowerName,
+    node: &Arc<crate::zone::Node>,
+    role: crate::input::registry::Role,
+) -> FastNode {
+    let c = &snap.clients;
+    let before = reuse.and_then(|p| p.fast.names.get(&wire_name(name)).filter(|f| f.sites.len() == c.sites()).map(|f| (p, f)));
+    let same = |n: &hickory_proto::rr::LowerName| {
+        before.is_some_and(|(p, _)| match (p.zone.nodes.get(n), snap.zone.nodes.get(n)) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        })
+    };
+    let mut f = match before {
+        Some((_, b)) if same(lname) => FastNode { sites: Vec::new(), ..b.clone() },
+        _ => fast_node(snap, name, node, Some(None)),
+    };
+    f.sites = (0..c.sites())
+        .map(|i| {
+            let site_name = c.site_name(i, role);
+            match (before, site_name) {
+                (Some((_, b)), Some(n)) if same(n) => b.sites.get(i).cloned().unwrap_or_default(),
+                (_, Some(n)) => match snap.nodes.get(n) {
+                    Some(site_node) => fast_node(snap, name, site_node, Some(Some(i))),
+                    None => FastNode::default(),
+                },
+                (_, None) => FastNode::default(),
+            }
+        })
+        .collect();
+    f
 }
 
 /// Whether `snap` has the names of `prev` and differs from it only in
@@ -137,18 +211,24 @@ impl FastZone {
     /// zone served before, whose records are the same (`nodes` shared),
     /// only what holds the serial is made again.
     pub fn build(snap: &Served, prev: Option<&Served>) -> FastZone {
-        let soa = template(snap, &snap.origin, RecordType::SOA);
+        let soa = template(snap, &snap.origin, RecordType::SOA, None);
         let nx = NxTemplate::build(snap);
+        let clients = snap.clients.enabled().then(|| snap.clients.clone());
         if let Some(p) = prev
             && Arc::ptr_eq(&p.zone.nodes, &snap.zone.nodes)
             && Arc::ptr_eq(&p.zone.config, &snap.zone.config)
         {
-            return FastZone { names: p.fast.names.clone(), soa, nx };
+            return FastZone { names: p.fast.names.clone(), clients, soa, nx };
         }
         let reuse = prev.filter(|p| Arc::ptr_eq(&p.zone.config, &snap.zone.config) && only_srv_names_changed(p, snap));
         let mut names = HashMap::with_capacity(snap.nodes.len());
         for (lname, node) in snap.nodes.iter() {
             let name: Name = lname.clone().into();
+            if let Some((role, _)) = clients.as_ref().and_then(|c| c.pool_role(lname)) {
+                let f = per_client_node(snap, reuse, &name, lname, node, role);
+                names.insert(wire_name(&name), f);
+                continue;
+            }
             // An unchanged node answers as before: its template is shared.
             if let Some(p) = reuse
                 && p.zone.nodes.get(lname).is_some_and(|o| Arc::ptr_eq(o, node))
@@ -159,34 +239,23 @@ impl FastZone {
                     continue;
                 }
             }
-            let mut f = FastNode::default();
-            for (t, rs) in &node.rrsets {
-                let t = *t;
-                if t == RecordType::CNAME {
-                    // A CNAME answers every type; keep it on the general path.
-                    continue;
-                }
-                if t == RecordType::SRV && rs.len() > snap.config.policy.max_srv_records {
-                    // Answers take a window chosen per query (dns::select_srv).
-                    f.general.push(u16::from(t));
-                    continue;
-                }
-                if let Some(tpl) = template(snap, &name, t) {
-                    f.by_type.push((u16::from(t), tpl));
-                }
-            }
-            f.nodata = node.get(RecordType::CNAME).is_none();
-            names.insert(wire_name(&name), f);
+            names.insert(wire_name(&name), fast_node(snap, &name, node, None));
         }
-        FastZone { names: Arc::new(names), soa, nx }
+        FastZone { names: Arc::new(names), clients, soa, nx }
     }
 
     /// Answers `q` from a template, or `None` for the general path.
     /// Every access to `q` is checked: a packet can make this return
     /// `None`, never panic.
     pub fn answer(&self, q: &[u8], transport: Transport) -> Option<Vec<u8>> {
+        self.answer_from(q, transport, None)
+    }
+
+    /// Like [`FastZone::answer`] for a query from `src` (which picks the
+    /// site of the site-less names, with `[[site]] networks`).
+    pub fn answer_from(&self, q: &[u8], transport: Transport, src: Option<IpAddr>) -> Option<Vec<u8>> {
         let mut out = Vec::new();
-        self.answer_into(q, transport, &mut out)?;
+        self.answer_into_from(q, transport, src, &mut out)?;
         Some(out)
     }
 
@@ -195,6 +264,11 @@ impl FastZone {
     /// instead of allocating a reply per packet. On `None`, `out` holds
     /// nothing meaningful.
     pub fn answer_into(&self, q: &[u8], transport: Transport, out: &mut Vec<u8>) -> Option<()> {
+        self.answer_into_from(q, transport, None, out)
+    }
+
+    /// Like [`FastZone::answer_into`] for a query from `src`.
+    pub fn answer_into_from(&self, q: &[u8], transport: Transport, src: Option<IpAddr>, out: &mut Vec<u8>) -> Option<()> {
         let &[id0, id1, flags0, flags1, qd0, qd1, an0, an1, ns0, ns1, ar0, ar1] = q.get(..12)? else {
             return None;
         };
@@ -239,15 +313,29 @@ impl FastZone {
             return None;
         }
         i += 4;
+        let mut ecs = None;
         let edns = if arcount == 1 {
-            // OPT: root owner, type 41, class = payload, ttl = ext-rcode/version/flags, no options.
+            // OPT: root owner, type 41, class = payload, ttl = ext-rcode/version/flags,
+            // no options or one well-formed ECS option (a malformed one gets
+            // FORMERR from the general path).
             let &[owner, ty0, ty1, p0, p1, ext_rcode, version, fl0, _fl1, rdl0, rdl1] = q.get(i..i + 11)? else {
                 return None;
             };
-            if owner != 0 || [ty0, ty1] != [0, 41] || ext_rcode != 0 || version != 0 || [rdl0, rdl1] != [0, 0] {
+            if owner != 0 || [ty0, ty1] != [0, 41] || ext_rcode != 0 || version != 0 {
                 return None;
             }
             i += 11;
+            let rdlen = usize::from(u16::from_be_bytes([rdl0, rdl1]));
+            if rdlen > 0 {
+                let &[c0, c1, l0, l1, ref data @ ..] = q.get(i..i.checked_add(rdlen)?)? else {
+                    return None;
+                };
+                if u16::from_be_bytes([c0, c1]) != super::ecs::CODE || usize::from(u16::from_be_bytes([l0, l1])) != data.len() {
+                    return None;
+                }
+                ecs = Some(Ecs::parse(data).ok()?);
+                i += rdlen;
+            }
             // The DO bit is copied into the response (RFC 3225), like the
             // general path does; other flags are ignored (no DNSSEC here).
             Some((u16::from_be_bytes([p0, p1]), fl0 & 0x80))
@@ -258,18 +346,33 @@ impl FastZone {
             return None;
         }
         let qname = lower.get(..n)?;
-        let tpl = match self.names.get(qname) {
+        // The answer's ECS: echoed with scope 0 unless the client's network chose the answer.
+        let mut echo = ecs.map(|e| (e, 0u8));
+        let node = match self.names.get(qname) {
+            Some(node) if !node.sites.is_empty() => match &self.clients {
+                Some(c) => {
+                    let (site, scope) = Asker::new(c, src, ecs.as_ref()).site(c);
+                    if let Some((_, s)) = echo.as_mut() {
+                        *s = scope;
+                    }
+                    Some(site.and_then(|i| node.sites.get(i)).unwrap_or(node))
+                }
+                None => Some(node),
+            },
+            other => other,
+        };
+        let tpl = match node {
             Some(node) if node.general.contains(&qtype) => return None,
             Some(_) if qtype == u16::from(RecordType::SOA) && self.nx.as_ref().is_some_and(|nx| nx.origin == qname) => self.soa.as_ref()?,
             Some(node) => match node.by_type.iter().find(|(t, _)| *t == qtype) {
                 Some((_, t)) => t,
-                None if node.nodata => return self.negative(q, qname, qname_end, flags0, flags1 & 0x10, edns, transport, out),
+                None if node.nodata => return self.negative(q, qname, qname_end, flags0, flags1 & 0x10, (edns, echo), transport, out),
                 None => return None,
             },
-            None => return self.negative(q, qname, qname_end, flags0, (flags1 & 0x10) | 0x03, edns, transport, out),
+            None => return self.negative(q, qname, qname_end, flags0, (flags1 & 0x10) | 0x03, (edns, echo), transport, out),
         };
         let limit = size_limit(transport, edns);
-        let opt_len = if edns.is_some() { 11 } else { 0 };
+        let opt_len = opt_len(edns, echo);
         if tpl.bytes.len() + opt_len > limit {
             return None;
         }
@@ -284,7 +387,7 @@ impl FastZone {
         // The name as sent, and the qtype (the template holds the same name
         // in lowercase, so the same length).
         out.get_mut(12..qname_end + 2)?.copy_from_slice(q.get(12..qname_end + 2)?);
-        append_opt(out, edns)
+        append_opt(out, edns, echo)
     }
 
     /// NXDOMAIN (`flags1` with RCODE 3) or NODATA (RCODE 0) for `qname`
@@ -300,7 +403,7 @@ impl FastZone {
         qname_end: usize,
         flags0: u8,
         flags1: u8,
-        edns: Option<(u16, u8)>,
+        (edns, echo): (Edns0, Echo),
         transport: Transport,
         out: &mut Vec<u8>,
     ) -> Option<()> {
@@ -321,7 +424,7 @@ impl FastZone {
             pos = pos.checked_add(usize::from(*rest.first()?) + 1)?;
         };
         let pointer = u16::try_from(12usize.checked_add(origin_at)?).ok().filter(|p| *p < 0x4000)? | 0xc000;
-        let opt_len = if edns.is_some() { 11 } else { 0 };
+        let opt_len = opt_len(edns, echo);
         let len = qname_end + 4 + 2 + nx.soa_tail.len() + opt_len;
         if len > size_limit(transport, edns) {
             return None;
@@ -335,7 +438,7 @@ impl FastZone {
         out.extend_from_slice(q.get(12..qname_end + 4)?);
         out.extend_from_slice(&pointer.to_be_bytes());
         out.extend_from_slice(&nx.soa_tail);
-        append_opt(out, edns)
+        append_opt(out, edns, echo)
     }
 }
 
@@ -348,14 +451,33 @@ fn size_limit(transport: Transport, edns: Option<(u16, u8)>) -> usize {
     }
 }
 
-/// Appends srvd's OPT (with the request's DO bit) when the request had EDNS.
-fn append_opt(out: &mut Vec<u8>, edns: Option<(u16, u8)>) -> Option<()> {
+/// The request's EDNS: (payload size, DO bit).
+type Edns0 = Option<(u16, u8)>;
+/// The ECS option to echo and its scope.
+type Echo = Option<(Ecs, u8)>;
+
+/// The size of the response's OPT (with its ECS option, if any).
+fn opt_len(edns: Option<(u16, u8)>, echo: Option<(Ecs, u8)>) -> usize {
+    match edns {
+        Some(_) => 11 + echo.map_or(0, |(e, _)| e.wire_len()),
+        None => 0,
+    }
+}
+
+/// Appends srvd's OPT (with the request's DO bit, and the ECS option with
+/// its scope when the request had one) when the request had EDNS.
+fn append_opt(out: &mut Vec<u8>, edns: Option<(u16, u8)>, echo: Option<(Ecs, u8)>) -> Option<()> {
     if let Some((_, dnssec_ok)) = edns {
         let ar = u16::from_be_bytes(out.get(10..12)?.try_into().ok()?).checked_add(1)?;
         out.get_mut(10..12)?.copy_from_slice(&ar.to_be_bytes());
         out.extend_from_slice(&[0, 0, 41]);
         out.extend_from_slice(&MAX_UDP_PAYLOAD.to_be_bytes());
-        out.extend_from_slice(&[0, 0, dnssec_ok, 0, 0, 0]);
+        let rdlen = u16::try_from(echo.map_or(0, |(e, _)| e.wire_len())).ok()?;
+        out.extend_from_slice(&[0, 0, dnssec_ok, 0]);
+        out.extend_from_slice(&rdlen.to_be_bytes());
+        if let Some((e, scope)) = echo {
+            e.write(scope, out);
+        }
     }
     Some(())
 }

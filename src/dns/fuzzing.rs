@@ -26,8 +26,11 @@ use crate::zone::publish::{Inputs, Publisher};
 /// A secondary that may transfer without a key (the example's secondary,
 /// 127.0.0.1, needs the TSIG key `xfr.example.test`).
 pub const KEYLESS_SECONDARY: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
-/// The example config's secondary (transfers need the key).
+/// The example config's secondary (transfers need the key); its EDNS
+/// Client Subnet options are believed (`ecs_trusted`).
 pub const KEYED_SECONDARY: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
+/// A client inside dc1's networks (the site-less names answer with dc1's records).
+pub const DC1_CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 1, 5));
 
 /// Why the example snapshot could not be built (a bug in the embedded example).
 #[derive(Debug, thiserror::Error)]
@@ -40,11 +43,15 @@ pub enum SetupError {
 
 /// A realistic snapshot: the example config (three sites, a zone file, a
 /// TSIG key and a keyed secondary at 127.0.0.1) plus a keyless secondary at
-/// 127.0.0.2, and the example registry with a dozen more masters, so that
-/// some answers need truncation over UDP.
+/// 127.0.0.2, client networks (dc1: 127.0.1.0/24 and ::1, dc2: 10.2.0.0/16
+/// and 127.0.0.2/32; ECS trusted from 127.0.0.1), and the example registry
+/// with a dozen more masters, so that some answers need truncation over UDP.
 pub fn example_snapshot() -> Result<Arc<Served>, SetupError> {
     let dir = Path::new("/nonexistent-srvd-fuzz");
-    let text = format!("{EXAMPLE_CONFIG}\n[[secondary]]\naddress = \"{KEYLESS_SECONDARY}:53\"\nnotify = false\n");
+    let text = format!("{EXAMPLE_CONFIG}\n[[secondary]]\naddress = \"{KEYLESS_SECONDARY}:53\"\nnotify = false\n")
+        .replace("[server]\n", "[server]\necs_trusted = [\"127.0.0.1/32\"]\nallow_secondaries_with_networks = true\n")
+        .replace("name = \"dc1\"\n", "name = \"dc1\"\nnetworks = [\"127.0.1.0/24\", \"::1/128\"]\n")
+        .replace("name = \"dc2\"\n", "name = \"dc2\"\nnetworks = [\"10.2.0.0/16\", \"127.0.0.2/32\"]\n");
     let cfg = Config::parse(&text, &dir.join("example.toml"), dir)?;
     let statics = crate::input::zonefile::parse(EXAMPLE_ZONE_FILE, &dir.join("example.zone"), &cfg.zone.origin, cfg.zone.ttl)?;
     let mut registry = EXAMPLE_REGISTRY.to_string();
@@ -90,11 +97,13 @@ pub fn fuzz_one(snap: &Served, req: &[u8]) -> usize {
     let mut checked = 0;
     for transport in [Transport::Udp, Transport::Tcp] {
         let limit = limit_for(req, transport);
-        if let Some(fast) = snap.fast.answer(req, transport) {
-            check_reply(req, &fast, limit, &format!("fast path {transport:?}"));
-            checked += 1;
+        for src in [None, Some(DC1_CLIENT), Some(KEYED_SECONDARY)] {
+            if let Some(fast) = snap.fast.answer_from(req, transport, src) {
+                check_reply(req, &fast, limit, &format!("fast path {transport:?} from {src:?}"));
+                checked += 1;
+            }
         }
-        for src in [None, Some(KEYED_SECONDARY), Some(KEYLESS_SECONDARY)] {
+        for src in [None, Some(KEYED_SECONDARY), Some(KEYLESS_SECONDARY), Some(DC1_CLIENT)] {
             let what = format!("general path {transport:?} from {src:?}");
             if let Some(a) = dns::answer(snap, req, transport, src) {
                 check_reply(req, &a.bytes, limit, &what);

@@ -6,6 +6,7 @@
 //! turns it into bytes, so the UDP path ([`answer`]), the TCP path
 //! and tests share one implementation.
 
+pub mod ecs;
 pub mod fast;
 pub mod notify;
 pub mod served;
@@ -20,6 +21,9 @@ use std::net::IpAddr;
 use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 
+use crate::zone::Node;
+use crate::zone::clients::ClientSites;
+use ecs::Ecs;
 use served::Served;
 use stats::{Outcome, Path};
 
@@ -60,6 +64,9 @@ pub struct Reply {
     /// An allowed zone transfer over TCP: the caller sends the zone
     /// ([`crate::dns::xfr::messages`]) with this reply's header and signer.
     pub transfer: bool,
+    /// The request's EDNS Client Subnet option, echoed in the OPT with this
+    /// scope prefix (RFC 7871 §7.2.1).
+    pub ecs: Option<(Ecs, u8)>,
 }
 
 /// An encoded answer and how to count it (the transport loops count it in
@@ -96,7 +103,7 @@ pub struct HowAnswered {
 /// held): the UDP hot path, which keeps one buffer per packet slot, so a
 /// fast-path answer costs no allocation.
 pub fn answer_into(snap: &Served, query: &[u8], transport: Transport, src: Option<IpAddr>, out: &mut Vec<u8>) -> Option<HowAnswered> {
-    if snap.fast.answer_into(query, transport, out).is_some() {
+    if snap.fast.answer_into_from(query, transport, src, out).is_some() {
         // Fast answers are NOERROR or NXDOMAIN and never truncated; ANCOUNT 0
         // with NOERROR is NODATA.
         let no_answers = out.get(6..8).is_none_or(|c| c == [0, 0]);
@@ -147,6 +154,69 @@ pub fn reply(snap: &Served, raw: &[u8], transport: Transport) -> Option<Reply> {
 
 /// Works out the response to one raw query from `src`.
 pub fn reply_from(snap: &Served, raw: &[u8], transport: Transport, src: Option<IpAddr>) -> Option<Reply> {
+    reply_as(snap, raw, transport, src, None)
+}
+
+/// Who asks, as far as the answers to the site-less names go
+/// (`[[site]] networks`, [`crate::zone::clients`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Asker {
+    /// The address that picks the site: the ECS subnet of a trusted
+    /// resolver, else the source address; `None` when unknown.
+    pub(crate) addr: Option<IpAddr>,
+    /// `addr` is the ECS subnet: the answer's ECS scope then says how far it reaches.
+    pub(crate) from_ecs: bool,
+    /// Pre-encoding: the answer of this site (`None`: the pool), whoever asks.
+    pub(crate) forced: Option<Option<usize>>,
+}
+
+impl Asker {
+    /// The asker of a query from `src` carrying `ecs`.
+    pub(crate) fn new(clients: &ClientSites, src: Option<IpAddr>, ecs: Option<&Ecs>) -> Asker {
+        match (src, ecs) {
+            // SOURCE PREFIX-LENGTH 0: the client asked that its address not be used.
+            (Some(s), Some(e)) if e.source > 0 && clients.trusts(s) => Asker { addr: Some(e.addr), from_ecs: true, forced: None },
+            _ => Asker { addr: src, from_ecs: false, forced: None },
+        }
+    }
+
+    /// (the site whose answers this asker gets, `None`: the pool; the ECS scope).
+    pub(crate) fn site(&self, clients: &ClientSites) -> (Option<usize>, u8) {
+        if let Some(f) = self.forced {
+            return (f, 0);
+        }
+        match self.addr {
+            Some(a) => {
+                let c = clients.choose(a);
+                (c.site, if self.from_ecs { c.scope } else { 0 })
+            }
+            None => (clients.default_site(), 0),
+        }
+    }
+}
+
+/// For a site-less SRV name answered per client: the chosen site's node
+/// (`None`: the pool's own), the owner name to answer with, the ECS scope.
+fn per_client<'s>(snap: &'s Served, qname: &LowerName, asker: &Asker) -> Option<(Option<&'s Node>, &'s Name, u8)> {
+    let c = &*snap.clients;
+    if !c.enabled() {
+        return None;
+    }
+    let (role, pool) = c.pool_role(qname)?;
+    let (site, scope) = asker.site(c);
+    let node = site.and_then(|i| c.site_name(i, role)).and_then(|n| snap.nodes.get(n)).map(|n| &**n);
+    Some((node, pool, scope))
+}
+
+/// Like [`reply_from`]; `forced` (pre-encoding) answers the site-less names
+/// with one site's records (`Some(None)`: the pool) whoever asks.
+pub(crate) fn reply_as(
+    snap: &Served,
+    raw: &[u8],
+    transport: Transport,
+    src: Option<IpAddr>,
+    forced: Option<Option<usize>>,
+) -> Option<Reply> {
     let meta = header_metadata(raw)?;
     let msg = match Message::from_vec(raw) {
         Ok(m) => m,
@@ -165,7 +235,10 @@ pub fn reply_from(snap: &Served, raw: &[u8], transport: Transport, src: Option<I
             return Some(r);
         }
     };
-    let mut reply = reply_msg(snap, meta, &msg, transport, src, key.as_ref());
+    let ecs = Ecs::in_query(raw);
+    let mut asker = Asker::new(&snap.clients, src, ecs.as_ref().ok().and_then(Option::as_ref));
+    asker.forced = forced;
+    let mut reply = reply_msg(snap, meta, &msg, transport, src, key.as_ref(), ecs, &asker);
     reply.tsig = signer;
     Some(reply)
 }
@@ -180,12 +253,30 @@ fn limit_of(msg: &Message, transport: Transport) -> usize {
     }
 }
 
-fn reply_msg(snap: &Served, meta: Metadata, msg: &Message, transport: Transport, src: Option<IpAddr>, key: Option<&Name>) -> Reply {
+#[allow(clippy::too_many_arguments)]
+fn reply_msg(
+    snap: &Served,
+    meta: Metadata,
+    msg: &Message,
+    transport: Transport,
+    src: Option<IpAddr>,
+    key: Option<&Name>,
+    ecs: Result<Option<Ecs>, ecs::EcsError>,
+    asker: &Asker,
+) -> Reply {
     let edns = msg.edns.as_ref().map(response_edns);
     let limit = limit_of(msg, transport);
     let q = match msg.queries.as_slice() {
         [q] => q.clone(),
         qs => return error(meta, ResponseCode::FormErr, qs.first().cloned(), edns, limit),
+    };
+    // RFC 7871 §7.1.2: a malformed ECS option is a format error.
+    let ecs = match ecs {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::debug!(src = ?src, error = %e, "malformed EDNS Client Subnet option; answering FORMERR");
+            return error(meta, ResponseCode::FormErr, Some(q), edns, limit);
+        }
     };
     if let Some(e) = &msg.edns
         && e.version() > 0
@@ -211,6 +302,8 @@ fn reply_msg(snap: &Served, meta: Metadata, msg: &Message, transport: Transport,
     let mut m = meta;
     m.authoritative = true;
     let mut reply = Reply { query: Some(q.clone()), edns, limit, ..Default::default() };
+    // The answer does not depend on the client (scope 0) unless chosen by its network below.
+    reply.ecs = ecs.filter(|_| reply.edns.is_some()).map(|e| (e, 0));
 
     let Some(node) = snap.nodes.get(&qname) else {
         m.response_code = ResponseCode::NXDomain;
@@ -218,6 +311,18 @@ fn reply_msg(snap: &Served, meta: Metadata, msg: &Message, transport: Transport,
         reply.metadata = Some(m);
         return reply;
     };
+    let mut node = &**node;
+    // A site-less name answered per client: the chosen site's records under the asked name.
+    let mut rename = None;
+    if let Some((site_node, pool, scope)) = per_client(snap, &qname, asker) {
+        if let Some(n) = site_node {
+            node = n;
+            rename = Some(pool);
+        }
+        if let Some((_, s)) = reply.ecs.as_mut() {
+            *s = scope;
+        }
+    }
     let is_apex = qname == snap.origin_lower;
 
     match qtype {
@@ -256,6 +361,11 @@ fn reply_msg(snap: &Served, meta: Metadata, msg: &Message, transport: Transport,
             } else if let Some(c) = node.get(RecordType::CNAME) {
                 reply.answers.extend(c.iter().cloned());
             }
+        }
+    }
+    if let Some(owner) = rename {
+        for r in reply.answers.iter_mut() {
+            r.name = owner.clone();
         }
     }
     if reply.answers.is_empty() {
@@ -427,6 +537,7 @@ pub fn encode_with(reply: &Reply, mut signer: Option<&mut tsig::ResponseSigner>)
     });
     let limit = reply.limit.clamp(HEADER_LEN, u16::MAX as usize);
     let has_opt = reply.edns.is_some();
+    let opt_len = OPT_LEN + reply.ecs.as_ref().map_or(0, |(e, _)| e.wire_len());
     let tsig_len = signer.as_ref().map_or(0, |s| s.max_len());
     let mut tc = meta;
     tc.truncation = true;
@@ -439,7 +550,7 @@ pub fn encode_with(reply: &Reply, mut signer: Option<&mut tsig::ResponseSigner>)
     ];
     for (m, dress) in attempts {
         let sign = dress.tsig && signer.is_some();
-        let extra = if dress.opt { OPT_LEN } else { 0 } + if sign { tsig_len } else { 0 };
+        let extra = if dress.opt { opt_len } else { 0 } + if sign { tsig_len } else { 0 };
         let Some(room) = limit.checked_sub(extra) else { continue };
         let Some(mut bytes) = try_encode(reply, m, room, dress) else { continue };
         if sign && let Some(s) = signer.as_deref_mut() {
@@ -500,9 +611,15 @@ fn try_encode(reply: &Reply, meta: Metadata, room: usize, dress: Dress) -> Optio
         ar = u16::try_from(n).ok()?;
     }
     if let Some(e) = edns {
-        enc.set_max_size(u16::try_from(room.checked_add(OPT_LEN)?).ok()?);
+        let ecs = reply.ecs.as_ref();
+        let opt_len = OPT_LEN + ecs.map_or(0, |(e, _)| e.wire_len());
+        enc.set_max_size(u16::try_from(room.checked_add(opt_len)?).ok()?);
         let mut e = e.clone();
         e.set_rcode_high(meta.response_code.high());
+        if let Some((ecs, scope)) = ecs {
+            let subnet = hickory_proto::rr::rdata::opt::ClientSubnet::new(ecs.addr, ecs.source, *scope);
+            e.options_mut().insert(hickory_proto::rr::rdata::opt::EdnsOption::Subnet(subnet));
+        }
         Record::from(&e).emit(&mut enc).ok()?;
         ar = ar.checked_add(1)?;
     }

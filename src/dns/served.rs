@@ -15,6 +15,7 @@ use arc_swap::ArcSwap;
 use super::fast::FastZone;
 use super::xfr::Access;
 use crate::zone::Snapshot;
+use crate::zone::clients::ClientSites;
 use crate::zone::publish::Publisher;
 
 /// A zone snapshot ready to answer from.
@@ -26,6 +27,8 @@ pub struct Served {
     pub fast: FastZone,
     /// Who may transfer the zone, with which keys (from the snapshot's config).
     pub xfr: Arc<Access>,
+    /// Which site's answers a client gets on the site-less names (from the snapshot's config).
+    pub clients: Arc<ClientSites>,
 }
 
 impl Served {
@@ -37,11 +40,11 @@ impl Served {
     /// Like [`Served::new`], sharing what it can with `prev`, the zone
     /// served before (the pre-encoded answers, when only the serial changed).
     pub fn following(zone: Arc<Snapshot>, prev: Option<&Served>) -> Served {
-        let xfr = match prev {
-            Some(p) if Arc::ptr_eq(&p.zone.config, &zone.config) => p.xfr.clone(),
-            _ => Arc::new(Access::from_config(&zone.config)),
+        let (xfr, clients) = match prev {
+            Some(p) if Arc::ptr_eq(&p.zone.config, &zone.config) => (p.xfr.clone(), p.clients.clone()),
+            _ => (Arc::new(Access::from_config(&zone.config)), Arc::new(ClientSites::new(&zone.config))),
         };
-        let mut served = Served { zone, fast: FastZone::default(), xfr };
+        let mut served = Served { zone, fast: FastZone::default(), xfr, clients };
         served.fast = FastZone::build(&served, prev);
         served
     }

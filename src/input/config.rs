@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use crate::input::error::InputError;
 use crate::input::names::{self, parse_duration};
+use crate::input::network::Network;
 use crate::input::tls::ClientTls;
 
 /// The example configuration `srvd` runs when started without `--config`.
@@ -84,6 +85,12 @@ struct RawServer {
     tcp_max_lifetime: Option<String>,
     /// DNS over TCP: queries answered on one connection before it is closed.
     tcp_max_queries: Option<u32>,
+    /// Networks of resolvers whose EDNS Client Subnet option is believed
+    /// when choosing a site by client network.
+    ecs_trusted: Option<Vec<String>>,
+    /// Serve `[[site]] networks` although `[[secondary]]` servers exist
+    /// (which answer the site-less names without them): a warning, not an error.
+    allow_secondaries_with_networks: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -124,6 +131,9 @@ struct RawPolicy {
     weights: Option<String>,
     /// With weights = "capacity": the published weights change at most once per this.
     weights_period: Option<String>,
+    /// The site whose answers clients outside every `[[site]] networks` get
+    /// on the site-less names (default: the site-less pool).
+    client_site_default: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -134,6 +144,9 @@ struct RawSite {
     /// Sites to fail over to, in order, before all other sites.
     #[serde(default)]
     failover: Vec<String>,
+    /// Client networks (CIDR) whose queries for the site-less names get this site's answers.
+    #[serde(default)]
+    networks: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -221,6 +234,12 @@ pub struct ServerConfig {
     pub metrics: Option<SocketAddr>,
     /// Limits that keep DNS-over-TCP clients from holding connections forever.
     pub tcp: TcpLimits,
+    /// Resolvers (networks) whose EDNS Client Subnet option decides the
+    /// client's site; the ECS of anyone else is ignored (default none).
+    pub ecs_trusted: Vec<Network>,
+    /// The operator accepts that `[[secondary]]` servers answer the
+    /// site-less names without `[[site]] networks` (docs/dns.md).
+    pub allow_secondaries_with_networks: bool,
 }
 
 /// Limits of DNS over TCP (`[server] tcp_*`, docs/configuration.md).
@@ -324,6 +343,9 @@ pub struct PolicyConfig {
     /// With capacity weights: the published weights change at most once
     /// per this period (default 60 s, at least 1 s).
     pub weights_period: Duration,
+    /// The site (a known one, lowercase) whose answers a client outside every
+    /// `[[site]] networks` gets on the site-less names; `None`: the site-less pool.
+    pub client_site_default: Option<String>,
 }
 
 /// Default `policy.weights_period`, seconds.
@@ -345,6 +367,7 @@ impl Default for PolicyConfig {
             max_srv_records: DEFAULT_MAX_SRV_RECORDS,
             weights: Weights::Static,
             weights_period: Duration::from_secs(DEFAULT_WEIGHTS_PERIOD_S),
+            client_site_default: None,
         }
     }
 }
@@ -358,6 +381,9 @@ pub struct Site {
     /// Sites (lowercase, known, not itself, no repeats) whose masters come next,
     /// in order, before all remaining sites in config order.
     pub failover: Vec<String>,
+    /// Client networks whose queries for the site-less names under the
+    /// origin get this site's answers (longest prefix over all sites wins).
+    pub networks: Vec<Network>,
 }
 
 /// A shared TSIG secret. Its `Debug` does not print the secret.
@@ -422,6 +448,27 @@ pub struct Config {
 }
 
 impl Config {
+    /// Things valid but worth an operator's attention, logged at start and
+    /// on every reload.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        if self.any_client_networks() && !self.secondaries.is_empty() {
+            v.push(format!(
+                "{}: [[site]] networks with {} [[secondary]] server(s) (allowed by server.allow_secondaries_with_networks): \
+                 the secondaries answer the site-less names with the site-less pool, srvd by client network",
+                self.path.display(),
+                self.secondaries.len()
+            ));
+        }
+        v
+    }
+
+    /// Whether any site lists client networks (the site-less names are then
+    /// answered per client).
+    pub fn any_client_networks(&self) -> bool {
+        self.sites.iter().any(|s| !s.networks.is_empty())
+    }
+
     /// Reads and validates a config file. Relative paths inside it are taken
     /// relative to the file's directory.
     pub fn load(path: &Path) -> Result<Config, InputError> {
@@ -566,6 +613,8 @@ fn validate(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, InputErr
         state_dir,
         metrics,
         tcp,
+        ecs_trusted: parse_networks(&raw.server.ecs_trusted.unwrap_or_default(), "server.ecs_trusted", &err)?,
+        allow_secondaries_with_networks: raw.server.allow_secondaries_with_networks.unwrap_or(false),
     };
 
     // [health]
@@ -626,8 +675,14 @@ fn validate(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, InputErr
                 return Err(err(&key, format!("{f:?} listed twice")));
             }
         }
-        sites.push(Site { name: s.name.to_ascii_lowercase(), failover: s.failover.iter().map(|f| f.to_ascii_lowercase()).collect() });
+        let networks = parse_networks(&s.networks, &format!("site[{i}].networks"), &err)?;
+        sites.push(Site {
+            name: s.name.to_ascii_lowercase(),
+            failover: s.failover.iter().map(|f| f.to_ascii_lowercase()).collect(),
+            networks,
+        });
     }
+    check_network_owners(&sites, &err)?;
 
     // [policy]
     let pd = PolicyConfig::default();
@@ -667,6 +722,23 @@ fn validate(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, InputErr
     if weights == Weights::Capacity {
         health.capacity = Some(weights_period);
     }
+    let any_networks = sites.iter().any(|s| !s.networks.is_empty());
+    let client_site_default = match raw.policy.client_site_default {
+        None => None,
+        Some(d) => {
+            let d = d.to_ascii_lowercase();
+            if !seen.contains(&d) {
+                return Err(err("policy.client_site_default", format!("unknown site {d:?}")));
+            }
+            if !any_networks {
+                return Err(err(
+                    "policy.client_site_default",
+                    "needs [[site]] networks: without them no client is matched to a site".into(),
+                ));
+            }
+            Some(d)
+        }
+    };
     let policy = PolicyConfig {
         local_priority: raw.policy.local_priority.unwrap_or(pd.local_priority),
         priority_step: raw.policy.priority_step.unwrap_or(pd.priority_step),
@@ -675,6 +747,7 @@ fn validate(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, InputErr
         max_srv_records,
         weights,
         weights_period,
+        client_site_default,
     };
     let max = policy.local_priority as u64 + policy.priority_step as u64 * (sites.len() as u64).saturating_sub(1);
     if max > u16::MAX as u64 {
@@ -682,6 +755,16 @@ fn validate(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, InputErr
     }
 
     let (tsig_keys, secondaries) = validate_xfr(raw.tsig_key, raw.secondary, file)?;
+    if any_networks && !secondaries.is_empty() && !server.allow_secondaries_with_networks {
+        let site = sites.iter().position(|s| !s.networks.is_empty()).unwrap_or(0);
+        return Err(err(
+            &format!("site[{site}].networks"),
+            "secondaries cannot choose answers by client network: with [[secondary]] servers, clients asking them get the \
+             site-less pool while srvd answers by network. Remove the secondaries or the networks, or set \
+             [server] allow_secondaries_with_networks = true to accept the difference (docs/dns.md)"
+                .into(),
+        ));
+    }
 
     Ok(Config {
         path: file.to_path_buf(),
@@ -693,6 +776,36 @@ fn validate(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, InputErr
         tsig_keys,
         secondaries,
     })
+}
+
+/// A list of CIDR networks at `key`; each once.
+fn parse_networks(raw: &[String], key: &str, err: &dyn Fn(&str, String) -> InputError) -> Result<Vec<Network>, InputError> {
+    let mut out: Vec<Network> = Vec::with_capacity(raw.len());
+    for (j, n) in raw.iter().enumerate() {
+        let net = Network::parse(n).map_err(|e| err(&format!("{key}[{j}]"), e.to_string()))?;
+        if out.contains(&net) {
+            return Err(err(&format!("{key}[{j}]"), format!("{net} listed twice")));
+        }
+        out.push(net);
+    }
+    Ok(out)
+}
+
+/// Two sites claiming the same network: longest prefix decides between
+/// nested networks, but nothing decides between equal ones.
+fn check_network_owners(sites: &[Site], err: &dyn Fn(&str, String) -> InputError) -> Result<(), InputError> {
+    let mut owner: std::collections::HashMap<Network, &str> = std::collections::HashMap::new();
+    for (i, s) in sites.iter().enumerate() {
+        for (j, n) in s.networks.iter().enumerate() {
+            if let Some(other) = owner.insert(*n, &s.name) {
+                return Err(err(
+                    &format!("site[{i}].networks[{j}]"),
+                    format!("{n} is claimed by both site {other:?} and site {:?}", s.name),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The `[server] tcp_*` keys; durations must be more than zero, counts at least 1.

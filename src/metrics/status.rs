@@ -108,7 +108,8 @@ pub fn healthz(s: &Sources) -> Result<u32, NotServing> {
 /// Builds the status document from the live structures.
 pub fn document(s: &Sources) -> StatusDoc {
     // explain(None) cannot fail (it only refuses unknown site names).
-    let explain = s.control.explain(None).unwrap_or_else(|_| crate::control::proto::ExplainReport { serial: 0, ttl: 0, names: vec![] });
+    let explain =
+        s.control.explain(None).unwrap_or_else(|_| crate::control::proto::ExplainReport { serial: 0, ttl: 0, names: vec![], client: None });
     let status = s.control.status();
     let zone = s.publisher.snapshot().origin.to_string();
     let mut sites: Vec<SiteAnswers> = Vec::new();

@@ -2,6 +2,7 @@
 //! config, the static zone file records and the policy's answers; swapped in
 //! whole. Lookups are one hash probe on the lowercased query name.
 
+pub mod clients;
 pub mod policy;
 pub mod publish;
 pub mod retire;

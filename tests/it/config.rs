@@ -284,3 +284,50 @@ fn in_zone_nameserver_without_glue_is_reported() {
     let lame = srvd::zone::publish::lame_nameservers(&without.config, &without.statics, &without.registry);
     assert_eq!(lame.iter().map(|n| n.to_string()).collect::<Vec<_>>(), vec!["ns1.puppet.example.test."]);
 }
+
+/// `[[site]] networks`, `[server] ecs_trusted`, `[policy] client_site_default`
+/// and the secondaries rule (docs/configuration.md, "Sites by client network").
+#[test]
+fn client_network_keys_are_checked() {
+    let f = "/etc/srvd/srvd.toml";
+    let base = "[zone]\norigin = \"p.example.com.\"\n";
+    let s1 = "[[site]]\nname = \"dc1\"\nnetworks = [\"10.1.0.0/16\", \"2001:db8:1::/48\"]\n";
+    let s2 = "[[site]]\nname = \"dc2\"\nnetworks = [\"10.2.0.0/16\", \"10.1.5.0/24\"]\n";
+    let c =
+        parse(&format!("{base}[server]\necs_trusted = [\"127.0.0.1/32\", \"::1/128\"]\n[policy]\nclient_site_default = \"DC2\"\n{s1}{s2}"))
+            .unwrap();
+    assert_eq!(c.sites[0].networks.iter().map(|n| n.to_string()).collect::<Vec<_>>(), ["10.1.0.0/16", "2001:db8:1::/48"]);
+    assert_eq!(c.server.ecs_trusted.len(), 2);
+    assert_eq!(c.policy.client_site_default.as_deref(), Some("dc2"));
+    assert!(c.warnings().is_empty());
+
+    let one = |nets: &str| format!("{base}[[site]]\nname = \"dc1\"\nnetworks = [{nets}]\n");
+    assert_err(parse(&one("\"10.1.2.3/16\"")), f, "site[0].networks[0]", "host bits set past /16 (did you mean 10.1.0.0/16?)");
+    assert_err(parse(&one("\"10.1.0.0/33\"")), f, "site[0].networks[0]", "prefix length \"33\" is not a number from 0 to 32");
+    assert_err(parse(&one("\"2001:db8::/129\"")), f, "site[0].networks[0]", "0 to 128");
+    assert_err(parse(&one("\"10.1.0.0\"")), f, "site[0].networks[0]", "is not \"address/prefix-length\"");
+    assert_err(parse(&one("\"dc1.example.com/8\"")), f, "site[0].networks[0]", "not an IPv4 or IPv6 address");
+    assert_err(parse(&one("\"10.1.0.0/16\", \"10.1.0.0/16\"")), f, "site[0].networks[1]", "listed twice");
+    // The same prefix in two sites: both named.
+    assert_err(
+        parse(&format!("{base}{s1}[[site]]\nname = \"dc2\"\nnetworks = [\"10.3.0.0/16\", \"2001:db8:1::/48\"]\n")),
+        f,
+        "site[1].networks[1]",
+        "2001:db8:1::/48 is claimed by both site \"dc1\" and site \"dc2\"",
+    );
+    assert_err(parse(&format!("{base}[server]\necs_trusted = [\"127.0.0.1/8\"]\n{s1}")), f, "server.ecs_trusted[0]", "host bits");
+    assert_err(parse(&format!("{base}[policy]\nclient_site_default = \"dc9\"\n{s1}")), f, "policy.client_site_default", "unknown site");
+    assert_err(
+        parse(&format!("{base}[policy]\nclient_site_default = \"dc1\"\n[[site]]\nname = \"dc1\"\n")),
+        f,
+        "policy.client_site_default",
+        "needs [[site]] networks",
+    );
+    // Secondaries answer without networks: refused unless acknowledged, then a warning.
+    let sec = "[[secondary]]\naddress = \"192.0.2.1\"\n";
+    assert_err(parse(&format!("{base}{s1}{sec}")), f, "site[0].networks", "allow_secondaries_with_networks");
+    let c = parse(&format!("{base}[server]\nallow_secondaries_with_networks = true\n{s1}{sec}")).unwrap();
+    let w = c.warnings();
+    assert_eq!(w.len(), 1);
+    assert!(w[0].contains("secondaries answer the site-less names with the site-less pool"), "{w:?}");
+}

@@ -736,3 +736,62 @@ async fn do_bit_any_notauth_opt_and_ixfr_at_current_serial() {
     assert!(lines.first().unwrap().contains("SOA") && lines.last().unwrap().contains("SOA"), "{out}");
     d.stop().await;
 }
+
+/// EDNS Client Subnet from the corpus: each malformed option (bad family,
+/// prefix beyond the address, address bytes not what the prefix needs,
+/// bits past the prefix, cut short, empty, twice) gets FORMERR (RFC 7871
+/// §7.1.2) on every path; a well-formed one is echoed with its address.
+/// Random ECS bytes never panic.
+#[test]
+fn ecs_options_malformed_get_formerr_and_well_formed_are_echoed() {
+    use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
+    use srvd::dns::{self, Transport};
+    let snap = fuzzing::example_snapshot().unwrap();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/request");
+    let read = |n: &str| std::fs::read(dir.join(n)).unwrap();
+    for bad in [
+        "ecs-bad-family",
+        "ecs-prefix-33",
+        "ecs-prefix-129",
+        "ecs-addr-too-long",
+        "ecs-addr-too-short",
+        "ecs-host-bits",
+        "ecs-empty",
+        "ecs-twice",
+    ] {
+        for src in [None, Some(fuzzing::KEYED_SECONDARY), Some(fuzzing::DC1_CLIENT)] {
+            for transport in [Transport::Udp, Transport::Tcp] {
+                let a = dns::answer(&snap, &read(bad), transport, src).unwrap();
+                let m = Message::from_vec(&a.bytes).unwrap();
+                assert_eq!(m.metadata.response_code, ResponseCode::FormErr, "{bad} from {src:?} {transport:?}");
+            }
+        }
+    }
+    // From the trusted resolver, 127.0.1.0/24 is dc1's: dc1's master first, scope 24.
+    let a = dns::answer(&snap, &read("ecs-v4-24"), Transport::Udp, Some(fuzzing::KEYED_SECONDARY)).unwrap();
+    let m = Message::from_vec(&a.bytes).unwrap();
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    let Some(EdnsOption::Subnet(s)) = m.edns.as_ref().and_then(|e| e.option(EdnsCode::Subnet)) else { panic!("ECS echoed: {m:?}") };
+    assert_eq!((s.addr().to_string().as_str(), s.source_prefix(), s.scope_prefix()), ("127.0.1.0", 24, 24));
+    assert!(srv(&m)[0].3.ends_with(".dc1.puppet.example.test"), "{:?}", srv(&m));
+    // The same option from an untrusted source: ignored (scope 0), decided by the source.
+    let a = dns::answer(&snap, &read("ecs-v4-24"), Transport::Udp, Some("127.0.0.9".parse().unwrap())).unwrap();
+    let m = Message::from_vec(&a.bytes).unwrap();
+    let Some(EdnsOption::Subnet(s)) = m.edns.as_ref().and_then(|e| e.option(EdnsCode::Subnet)) else { panic!("ECS echoed") };
+    assert_eq!(s.scope_prefix(), 0);
+    assert!(srv(&m).iter().all(|r| r.0 == 10), "the pool, every site at one priority: {:?}", srv(&m));
+    // Random option bytes: answered or dropped, never a panic.
+    let mut rng = StdRng::seed_from_u64(12);
+    let base = read("ecs-v4-24");
+    let opt_at = base.len() - 11 - 4 - 7;
+    for _ in 0..3000 {
+        let mut p = base[..opt_at + 9].to_vec();
+        let n = rng.random_range(0..24usize);
+        let opt: Vec<u8> = (0..n).map(|_| rng.random()).collect();
+        p.extend_from_slice(&((opt.len() + 4) as u16).to_be_bytes());
+        p.extend_from_slice(&[0, 8]);
+        p.extend_from_slice(&(opt.len() as u16).to_be_bytes());
+        p.extend_from_slice(&opt);
+        fuzzing::fuzz_one(&snap, &p);
+    }
+}

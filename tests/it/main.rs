@@ -15,6 +15,7 @@ mod common;
 
 mod ca_guard;
 mod capacity;
+mod client_sites;
 mod config;
 mod control;
 mod control_crash;

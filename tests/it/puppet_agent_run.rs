@@ -227,6 +227,18 @@ async fn estate_with(tag: &str, pki: &[&str], check: &str, ready: &[&str]) -> Es
 
 /// [`estate_with`] with the given `[health]` timing lines ("": the defaults).
 async fn estate_timed(tag: &str, pki: &[&str], check: &str, ready: &[&str], timing: &str) -> Estate {
+    estate_full(tag, pki, check, ready, timing, false).await
+}
+
+/// [`estate_timed`]; `by_network`: the sites list networks (dc1
+/// 127.0.1.0/24, dc2 127.0.2.0/24) and the agent's `srv_domain` is the
+/// zone itself (docs/agent.md, "One srv_domain for every agent").
+async fn estate_full(tag: &str, pki: &[&str], check: &str, ready: &[&str], timing: &str, by_network: bool) -> Estate {
+    let (net1, net2, srv_domain) = if by_network {
+        ("networks = [\"127.0.1.0/24\"]\n", "networks = [\"127.0.2.0/24\"]\n", ORIGIN.to_string())
+    } else {
+        ("", "", format!("dc1.{ORIGIN}"))
+    };
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
     let d = dir.display();
@@ -284,11 +296,11 @@ registry = "{d}/masters.toml"
 [[site]]
 name = "dc1"
 failover = ["dc2"]
-
+{net1}
 [[site]]
 name = "dc2"
 failover = ["dc1"]
-"#
+{net2}"#
         ),
     )
     .unwrap();
@@ -298,7 +310,7 @@ failover = ["dc1"]
         format!(
             r#"[main]
 use_srv_records = true
-srv_domain = dc1.{ORIGIN}
+srv_domain = {srv_domain}
 certname = {AGENT}
 ssldir = {d}/pki/ssl
 vardir = {d}/var
@@ -387,6 +399,19 @@ impl Estate {
         let out = tokio::time::timeout(Duration::from_secs(60), run).await.expect("agent run ends in 60 s").expect("puppet runs");
         // The mock masters answer 500: the run fails (exit 1) after reaching them.
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    }
+
+    /// Makes the namespace's queries to 127.0.0.1 (srvd, from the system
+    /// resolver) leave from `src`, as if the agent sat in that network.
+    async fn query_from(&self, src: &str) {
+        let out = self
+            .ns
+            .cmd("ip")
+            .args(["route", "replace", "local", "127.0.0.1", "dev", "lo", "table", "local", "proto", "kernel", "scope", "host", "src", src])
+            .output()
+            .await
+            .expect("ip runs");
+        assert!(out.status.success(), "ip route replace: {}", String::from_utf8_lossy(&out.stderr));
     }
 
     /// Runs the agent and asserts it did its whole run against `want` (and
@@ -590,4 +615,23 @@ async fn vanish_bench() {
         ms(&took[took.len() - 1]),
         took.len()
     );
+}
+
+/// One srv_domain for every agent (issue 12): `srv_domain` is the zone
+/// itself, and srvd answers `_x-puppet._tcp.ZONE` (and fileserver, report)
+/// with the records of the site whose networks hold the agent's address.
+/// From dc1's network the whole run goes to dc1's master; moved to dc2's
+/// network (its queries now leave from 127.0.2.5), the same agent with the
+/// same puppet.conf goes to dc2's, without trying dc1's first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_run_with_the_zone_as_srv_domain_lands_on_its_own_sites_master() {
+    let e = estate_full("by-network", &["--master", PM1, "--master", PM2], "https", &[PM1, PM2], FAST_HEALTH, true).await;
+    e.query_from("127.0.1.5").await;
+    let out = e.assert_run_reaches(&e.pm1, &e.pm2).await;
+    assert!(out.contains(&format!("Found 2 SRV records for: _x-puppet._tcp.{ORIGIN}")), "{out}");
+    e.query_from("127.0.2.5").await;
+    let out = e.assert_run_reaches(&e.pm2, &e.pm1).await;
+    assert!(!out.contains(&format!("Yielding next server of {PM1}")), "dc2's agent went to dc2 first:\n{out}");
+    let log = std::fs::read_to_string(e.dir.join("srvd.log")).unwrap_or_default();
+    assert!(!log.contains("ERROR"), "{log}");
 }
