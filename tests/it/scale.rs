@@ -153,6 +153,14 @@ fn scale_figures() {
     }
 }
 
+/// CPU time of the calling thread (steadier than wall time on a shared machine).
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec.max(0) as u64, ts.tv_nsec.clamp(0, 999_999_999) as u32)
+}
+
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -212,19 +220,27 @@ fn scale_phases() {
     let prev = p.snapshot();
     for _ in 0..5 {
         let t = Instant::now();
-        let answers = srvd::zone::policy::compute(&cfg, &inp.registry, &h);
+        let computed = srvd::zone::policy::Computed::new(&cfg, &inp.registry, &h);
+        let answers = computed.answers().clone();
         let t_policy = t.elapsed();
+        // One master down: only its roles' answers are computed again.
+        let mut h2 = h.clone();
+        h2.insert((inp.registry.masters[3].key(), Role::Puppet), Health::Down);
+        let t = Instant::now();
+        let after = computed.after_health_change(&cfg, &inp.registry, &h2);
+        let t_policy_change = t.elapsed();
+        drop(after);
         let t = Instant::now();
         let nodes = srvd::zone::build_nodes(&cfg, &inp.statics, &inp.registry, &answers);
         let t_nodes = t.elapsed();
         let t = Instant::now();
-        let same = *prev.nodes == nodes && *prev.answers == answers;
+        let same = *prev.nodes == nodes && *prev.answers == *answers;
         let t_cmp = t.elapsed();
         let t = Instant::now();
         let c = p.lock().clone();
         drop(c);
         let t_clone = t.elapsed();
-        let snap = Arc::new(srvd::zone::Snapshot::new(&cfg, Arc::new(nodes), Arc::new(answers), 1));
+        let snap = Arc::new(srvd::zone::Snapshot::new(&cfg, Arc::new(nodes), answers, 1));
         let t = Instant::now();
         let s = Served::new(snap);
         let t_served = t.elapsed();
@@ -232,7 +248,7 @@ fn scale_phases() {
         drop(s);
         let t_drop = t.elapsed();
         println!(
-            "policy {t_policy:?} nodes {t_nodes:?} full compare (only after a config or registry change) {t_cmp:?} ({same}) core clone {t_clone:?} served {t_served:?} drop served {t_drop:?}"
+            "policy {t_policy:?} (after one health change {t_policy_change:?}) nodes {t_nodes:?} full compare (only after a config or registry change) {t_cmp:?} ({same}) core clone {t_clone:?} served {t_served:?} drop served {t_drop:?}"
         );
     }
 }
@@ -403,4 +419,37 @@ fn incremental_publication_equals_a_full_rebuild() {
             }
         }
     }
+}
+
+/// Profiling aid (perf record): many health changes at 100 sites x 1,000 masters.
+#[test]
+#[ignore]
+fn scale_profile_loop() {
+    let p = Publisher::new(inputs(1_000, 100), HealthStates::new(), None).unwrap();
+    let _served = srvd::dns::served::ServedZone::attach(&p);
+    let key = p.lock().inputs.registry.masters[3].key();
+    let rounds: usize = std::env::var("SCALE_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
+    let gap = Duration::from_millis(std::env::var("SCALE_GAP_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(0));
+    let (mut times, mut cpu) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let h = if round % 2 == 0 { Health::Down } else { Health::Up };
+        std::thread::sleep(gap);
+        let (t, c) = (Instant::now(), thread_cpu());
+        p.update(|core| {
+            core.health.insert((key.clone(), Role::Puppet), h);
+        });
+        times.push(t.elapsed());
+        cpu.push(thread_cpu().saturating_sub(c));
+    }
+    let total: Duration = times.iter().sum();
+    times.sort();
+    cpu.sort();
+    println!(
+        "{rounds} changes ({gap:?} apart): mean {:?}, median {:?}, min {:?}; CPU of the publishing thread: median {:?}, min {:?}",
+        total / rounds as u32,
+        times[rounds / 2],
+        times[0],
+        cpu[rounds / 2],
+        cpu[0]
+    );
 }
