@@ -369,52 +369,99 @@ fn proc_rss_kib(pid: u32) -> u64 {
     s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
-/// The incremental publication (only the changed answers rebuilt, unchanged
-/// nodes and their pre-encoded answers reused) must serve exactly what a
-/// full rebuild would: after each of a seeded series of health changes, the
-/// node map equals `build_nodes` from scratch, and every fast-path answer
-/// (every name, every type, UDP and TCP, with and without EDNS) is
-/// byte-identical to one from a freshly built `Served`.
+/// The incremental publication (only the answers of roles whose health
+/// changed computed again, only the changed answers' nodes rebuilt,
+/// unchanged nodes and their pre-encoded answers reused) must serve exactly
+/// what a full rebuild would: after each of a seeded series of changes, the
+/// policy output equals `policy::compute` from scratch, the node map equals
+/// `build_nodes` from scratch, and every fast-path answer (every name,
+/// every type, UDP and TCP, with and without EDNS) is byte-identical to one
+/// from a freshly built `Served`.
+///
+/// The changes: health of one to three masters (any role, up, down or
+/// pending), every master of a role or of a site down at once (all-down
+/// answers, failover to the next tier), drain and undrain, a master added
+/// and one removed. Run with the default `max_srv_records` and with 25
+/// (sites of 10 masters: three tiers kept, and a master going down lets the
+/// next tier into the answer) with `all_down = "empty"`.
 #[test]
 fn incremental_publication_equals_a_full_rebuild() {
     use rand::{Rng, SeedableRng};
-    let publisher = Publisher::new(inputs(120, 12), HealthStates::new(), None).unwrap();
-    let served = srvd::dns::served::ServedZone::attach(&publisher);
-    let keys: Vec<_> = publisher.lock().inputs.registry.masters.iter().map(|m| m.key()).collect();
-    let mut rng = rand::rngs::StdRng::seed_from_u64(9);
-    for step in 0..40 {
-        // Down or up one to three masters at once (sometimes a whole site's worth of changes).
-        let n = rng.random_range(1..=3);
-        let picks: Vec<_> = (0..n).map(|_| keys[rng.random_range(0..keys.len())].clone()).collect();
-        let down = rng.random_bool(0.5);
-        publisher.update(|core| {
-            for k in &picks {
-                let h = if down { Health::Down } else { Health::Up };
-                core.health.insert((k.clone(), Role::Puppet), h);
+    for (policy, seed) in [("", 9u64), ("[policy]\nmax_srv_records = 25\nall_down = \"empty\"\n", 10)] {
+        let text = format!("{}{policy}", config_text(12));
+        let cfg = Config::parse(&text, Path::new("/scale/config.toml"), Path::new("/scale")).unwrap();
+        let reg = Registry::parse(&registry_text(120, 12), Path::new("/scale/masters.toml"), &cfg).unwrap();
+        let publisher = Publisher::new(Inputs::assemble(cfg, vec![], reg).unwrap(), HealthStates::new(), None).unwrap();
+        let served = srvd::dns::served::ServedZone::attach(&publisher);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut added = 0;
+        for step in 0..60 {
+            let keys: Vec<_> = publisher.lock().inputs.registry.masters.iter().map(|m| (m.key(), m.site.clone())).collect();
+            let health = [Health::Up, Health::Down, Health::Pending][rng.random_range(0..3)];
+            let role = Role::ALL[rng.random_range(0..Role::ALL.len())];
+            let what = rng.random_range(0..20);
+            let mut picks: Vec<_> = (0..rng.random_range(1..=3)).map(|_| keys[rng.random_range(0..keys.len())].0.clone()).collect();
+            if what == 0 {
+                // A whole site at once.
+                let site = keys[rng.random_range(0..keys.len())].1.clone();
+                picks = keys.iter().filter(|(_, s)| *s == site).map(|(k, _)| k.clone()).collect();
+            } else if what == 1 {
+                // Every master of the role.
+                picks = keys.iter().map(|(k, _)| k.clone()).collect();
             }
-        });
-        let now = served.snapshot();
-        let core = publisher.lock();
-        let full = srvd::zone::build_nodes(&core.inputs.config, &core.inputs.statics, &core.inputs.registry, &now.answers);
-        drop(core);
-        assert!(*now.nodes == full, "step {step}: the incremental node map differs from a full rebuild");
-        let fresh = Served::new(now.zone.clone());
-        for name in now.nodes.keys() {
-            let name = Name::from(name.clone()).to_ascii();
-            for t in [RecordType::SRV, RecordType::TXT, RecordType::A, RecordType::NS, RecordType::SOA, RecordType::MX] {
-                for id in [1u16, 77] {
-                    let mut q = query(&name, t, id);
-                    for transport in [Transport::Udp, Transport::Tcp] {
+            let pick = rng.random_range(0..keys.len());
+            publisher.update(|core| match what {
+                2 | 3 => {
+                    let m = &mut core.inputs.registry.masters[pick];
+                    m.drained = !m.drained;
+                }
+                4 => {
+                    let mut m = core.inputs.registry.masters[pick].clone();
+                    added += 1;
+                    m.host = Name::from_ascii(format!("added{added}.{}.{ORIGIN}", m.site)).unwrap();
+                    core.inputs.registry.masters.push(m);
+                }
+                5 if core.inputs.registry.masters.len() > 20 => {
+                    core.inputs.registry.masters.remove(pick);
+                }
+                _ => {
+                    for k in &picks {
+                        core.health.insert((k.clone(), role), health);
+                    }
+                }
+            });
+            let now = served.snapshot();
+            let core = publisher.lock();
+            let answers = srvd::zone::policy::compute(&core.inputs.config, &core.inputs.registry, &core.health);
+            let full = srvd::zone::build_nodes(&core.inputs.config, &core.inputs.statics, &core.inputs.registry, &now.answers);
+            drop(core);
+            assert!(
+                now.answers.iter().map(|a| &**a).eq(answers.iter()),
+                "step {step}: the served policy output differs from a full computation"
+            );
+            assert!(*now.nodes == full, "step {step}: the incremental node map differs from a full rebuild");
+            let fresh = Served::new(now.zone.clone());
+            for name in now.nodes.keys() {
+                let name = Name::from(name.clone()).to_ascii();
+                for t in [RecordType::SRV, RecordType::TXT, RecordType::A, RecordType::NS, RecordType::SOA, RecordType::MX] {
+                    for id in [1u16, 77] {
+                        let mut q = query(&name, t, id);
+                        for transport in [Transport::Udp, Transport::Tcp] {
+                            assert_eq!(
+                                now.fast.answer(&q, transport),
+                                fresh.fast.answer(&q, transport),
+                                "step {step}: {name} {t} {transport:?}: reused answer differs from a fresh one"
+                            );
+                        }
+                        // The same query with EDNS (OPT appended, ARCOUNT 1).
+                        q[11] = 1;
+                        q.extend_from_slice(&[0, 0, 41, 4, 208, 0, 0, 0, 0, 0, 0]);
                         assert_eq!(
-                            now.fast.answer(&q, transport),
-                            fresh.fast.answer(&q, transport),
-                            "step {step}: {name} {t} {transport:?}: reused answer differs from a fresh one"
+                            now.fast.answer(&q, Transport::Udp),
+                            fresh.fast.answer(&q, Transport::Udp),
+                            "step {step}: {name} {t} EDNS"
                         );
                     }
-                    // The same query with EDNS (OPT appended, ARCOUNT 1).
-                    q[11] = 1;
-                    q.extend_from_slice(&[0, 0, 41, 4, 208, 0, 0, 0, 0, 0, 0]);
-                    assert_eq!(now.fast.answer(&q, Transport::Udp), fresh.fast.answer(&q, Transport::Udp), "step {step}: {name} {t} EDNS");
                 }
             }
         }
