@@ -215,6 +215,17 @@ impl Computed {
         Computed { layout: self.layout.clone(), health: new_health, answers: Arc::new(answers) }
     }
 
+    /// Whether the registry this was computed from has a master `key` with `role`.
+    pub fn knows(&self, key: &MasterKey, role: Role) -> bool {
+        self.layout.index.get(key).and_then(|&i| self.layout.roles.get(i as usize)).is_some_and(|b| b & role_bit(role) != 0)
+    }
+
+    /// Whether both were computed from the same config and registry (one
+    /// follows from the other by [`Computed::after_health_change`]).
+    pub fn same_layout(&self, other: &Computed) -> bool {
+        Arc::ptr_eq(&self.layout, &other.layout)
+    }
+
     /// Every answer: for each site in config order the four roles
     /// (`Role::ALL` order), then the four of the site-less pool.
     pub fn answers(&self) -> &Arc<Answers> {
@@ -388,34 +399,11 @@ fn role_answer(
     let r = Role::ALL.iter().position(|x| *x == role).unwrap_or(0);
     let health = health.get(r).map_or(&[][..], Vec::as_slice);
     let bit = role_bit(role);
-    // Masters with the role, sorted by (tier, host, port): each site's
-    // masters are in (host, port) order already; the site-less pool has
-    // one tier.
-    let mut ms: Vec<(&Master, u32, Health, usize, u16)> = Vec::new();
-    let mut list = |i: u32, tier: usize, prio: u16| {
-        if let Some(m) = registry.masters.get(i as usize) {
-            ms.push((m, i, health.get(i as usize).copied().unwrap_or(Health::Up), tier, prio));
-        }
-    };
-    match layout.scopes.get(scope) {
-        Some(s) if s.site.is_some() => {
-            for &(g, tier, prio) in &s.tiers {
-                for &i in layout.by_site.get(g).map_or(&[][..], Vec::as_slice) {
-                    if layout.roles.get(i as usize).is_some_and(|b| b & bit != 0) {
-                        list(i, tier, prio);
-                    }
-                }
-            }
-        }
-        _ => {
-            for &i in layout.by_host.get(r).map_or(&[][..], Vec::as_slice) {
-                list(i, 0, config.policy.local_priority);
-            }
-        }
-    }
-
-    let any_up = ms.iter().any(|(m, _, h, _, _)| !m.drained && *h == Health::Up);
-    let any_candidate = ms.iter().any(|(m, _, _, _, _)| !m.drained);
+    let with_role = layout.by_host.get(r).map_or(&[][..], Vec::as_slice);
+    let master = |i: u32| registry.masters.get(i as usize).map(|m| (m, health.get(i as usize).copied().unwrap_or(Health::Up)));
+    // Every answer lists every master with the role: the mode is the same for all.
+    let any_up = with_role.iter().filter_map(|&i| master(i)).any(|(m, h)| !m.drained && h == Health::Up);
+    let any_candidate = with_role.iter().filter_map(|&i| master(i)).any(|(m, _)| !m.drained);
     let mode = if any_up {
         Mode::Normal
     } else if !any_candidate {
@@ -426,9 +414,10 @@ fn role_answer(
         Mode::Empty
     };
 
-    let mut records = Vec::new();
-    let mut verdicts = Vec::with_capacity(ms.len());
-    for (m, key, h, tier, prio) in ms {
+    let mut records = Vec::with_capacity(with_role.len());
+    let mut verdicts = Vec::with_capacity(with_role.len());
+    let mut list = |i: u32, tier: usize, prio: u16| {
+        let Some((m, h)) = master(i) else { return };
         let v = if m.drained {
             Verdict::Drained
         } else {
@@ -441,9 +430,28 @@ fn role_answer(
             }
         };
         if matches!(v, Verdict::In { .. } | Verdict::InAllDown { .. }) {
-            records.push(target(layout, key, m, prio));
+            records.push(target(layout, i, m, prio));
         }
-        verdicts.push((key, v));
+        verdicts.push((i, v));
+    };
+    // Masters with the role, in answer order: by (tier, host, port). Each
+    // site's masters are in (host, port) order already; the site-less pool
+    // has one tier.
+    match layout.scopes.get(scope) {
+        Some(s) if s.site.is_some() => {
+            for &(g, tier, prio) in &s.tiers {
+                for &i in layout.by_site.get(g).map_or(&[][..], Vec::as_slice) {
+                    if layout.roles.get(i as usize).is_some_and(|b| b & bit != 0) {
+                        list(i, tier, prio);
+                    }
+                }
+            }
+        }
+        _ => {
+            for &i in with_role {
+                list(i, 0, config.policy.local_priority);
+            }
+        }
     }
     let verdicts = Verdicts { keys: layout.keys.clone(), list: verdicts };
     RoleAnswer { site, role, mode, records, verdicts }
