@@ -156,7 +156,7 @@ pub fn kept_records<'a>(config: &Config, a: &'a RoleAnswer) -> &'a [policy::SrvT
     while let Some(p) = rs.get(taken).map(|t| t.priority)
         && taken < config.policy.max_srv_records
     {
-        taken += rs.get(taken..).map_or(0, |r| r.iter().take_while(|t| t.priority == p).count());
+        taken = taken.saturating_add(rs.get(taken..).map_or(0, |r| r.iter().take_while(|t| t.priority == p).count()));
     }
     rs.get(..taken).unwrap_or(rs)
 }
