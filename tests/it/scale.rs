@@ -517,3 +517,40 @@ fn scale_profile_loop() {
         cpu[0]
     );
 }
+
+/// Health verdicts are checked against the registry through the policy
+/// output's index (not a set made per batch): a verdict for a master or
+/// role the registry does not have is dropped, and `Prune` forgets the
+/// states of removed masters and roles and keeps the others.
+#[test]
+fn verdicts_for_unknown_masters_and_roles_are_dropped_and_prune_forgets_them() {
+    use srvd::health::{Target, Verdict};
+    let p = Publisher::new(inputs(120, 12), HealthStates::new(), None).unwrap();
+    let keys: Vec<_> = p.lock().inputs.registry.masters.iter().map(|m| m.key()).collect();
+    let (ca, compiler, gone) = (keys[0].clone(), keys[1].clone(), keys[2].clone());
+    let v = |key: &srvd::input::registry::MasterKey, role, health| Verdict::Health { key: key.clone(), role, health };
+    let unknown = srvd::input::registry::MasterKey { host: Name::from_ascii(format!("nowhere.{ORIGIN}")).unwrap(), port: 8140 };
+    // Master 1 has no CA role; the unknown master is not in the registry.
+    let (changed, _) = p.apply(vec![v(&compiler, Role::Ca, Health::Down), v(&unknown, Role::Puppet, Health::Down)]);
+    assert!(!changed, "nothing known changed");
+    assert!(p.lock().health.is_empty(), "{:?}", p.lock().health);
+    let (changed, _) =
+        p.apply(vec![v(&ca, Role::Ca, Health::Down), v(&compiler, Role::Report, Health::Down), v(&gone, Role::Puppet, Health::Down)]);
+    assert!(changed);
+    assert_eq!(p.lock().health.len(), 3);
+    // Master 2 leaves the registry, master 1 loses its report role.
+    p.update(|core| {
+        core.inputs.registry.masters.retain(|m| m.key() != gone);
+        let m = core.inputs.registry.masters.iter_mut().find(|m| m.key() == compiler).unwrap();
+        m.roles.retain(|r| *r != Role::Report);
+    });
+    let (changed, _) = p.apply(vec![Verdict::Prune]);
+    assert!(changed);
+    let health = p.lock().health.clone();
+    assert_eq!(health.len(), 1, "{health:?}");
+    assert_eq!(health.get(&(ca, Role::Ca)), Some(&Health::Down));
+    // A verdict for the removed master is dropped from now on.
+    let (changed, _) = p.apply(vec![v(&gone, Role::Puppet, Health::Up)]);
+    assert!(!changed);
+    assert_eq!(p.lock().health.len(), 1);
+}
