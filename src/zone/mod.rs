@@ -19,7 +19,7 @@ use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 use crate::input::config::Config;
 use crate::input::registry::{Registry, Role};
 use crate::input::zonefile::StaticRecord;
-use crate::zone::policy::RoleAnswer;
+use crate::zone::policy::{Answers, RoleAnswer};
 
 /// The records of one owner name. A node with no rrsets is an empty non-terminal.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -100,12 +100,12 @@ pub struct Snapshot {
     /// ignore the serial.
     pub nodes: Arc<Nodes>,
     /// The policy output this snapshot publishes (for explain/status).
-    pub answers: Arc<Vec<RoleAnswer>>,
+    pub answers: Arc<Answers>,
 }
 
 /// Builds the node map (all data but the SOA) from config, static records,
 /// registry and policy answers.
-pub fn build_nodes(config: &Config, statics: &[StaticRecord], registry: &Registry, answers: &[RoleAnswer]) -> Nodes {
+pub fn build_nodes(config: &Config, statics: &[StaticRecord], registry: &Registry, answers: &[Arc<RoleAnswer>]) -> Nodes {
     let origin = &config.zone.origin;
     let ttl = config.zone.ttl;
     let mut nodes: HashMap<LowerName, Node> = HashMap::new();
@@ -149,6 +149,20 @@ pub fn build_nodes(config: &Config, statics: &[StaticRecord], registry: &Registr
     nodes.into_iter().map(|(k, v)| (k, Arc::new(v))).collect()
 }
 
+/// The records of `a` the zone holds: only those an answer can carry
+/// (policy.max_srv_records, see [`servable`]). An answer's node follows
+/// from its name, its role and these alone.
+pub fn kept_records<'a>(config: &Config, a: &'a RoleAnswer) -> &'a [policy::SrvTarget] {
+    let mut taken = 0usize;
+    let rs = a.records.as_slice();
+    while let Some(p) = rs.get(taken).map(|t| t.priority)
+        && taken < config.policy.max_srv_records
+    {
+        taken = taken.saturating_add(rs.get(taken..).map_or(0, |r| r.iter().take_while(|t| t.priority == p).count()));
+    }
+    rs.get(..taken).unwrap_or(rs)
+}
+
 /// Adds the records of one policy answer to the node of its SRV name.
 fn add_answer(config: &Config, node: &mut Node, name: &Name, a: &RoleAnswer) {
     let ttl = config.zone.ttl;
@@ -160,13 +174,10 @@ fn add_answer(config: &Config, node: &mut Node, name: &Name, a: &RoleAnswer) {
         let text = format!("srvd: no {} master is published here; agents fall back to _x-puppet", a.role);
         node.add(Record::from_rdata(name.clone(), ttl, RData::TXT(TXT::new(vec![text]))));
     }
-    // Only the records an answer can carry (policy.max_srv_records).
-    let prios: Vec<u16> = a.records.iter().map(|t| t.priority).collect();
-    let keep = servable(&prios, config.policy.max_srv_records);
-    let srvs = a
-        .records
+    let kept = kept_records(config, a);
+    let keep = kept.len();
+    let srvs = kept
         .iter()
-        .take(keep)
         .map(|t| Record::from_rdata(name.clone(), ttl, RData::SRV(SRV::new(t.priority, t.weight, t.port, Name::clone(&t.target)))));
     if keep > 0 {
         node.extend_distinct(RecordType::SRV, srvs);
@@ -179,7 +190,7 @@ fn add_answer(config: &Config, node: &mut Node, name: &Name, a: &RoleAnswer) {
 /// made again, every other node is shared with `prev`. `None` when a
 /// changed name also holds other records (then build the map whole);
 /// with it, whether any node differs from `prev`'s.
-pub fn rebuild_answers(config: &Config, prev: &Nodes, answers: &[RoleAnswer], changed: &[usize]) -> Option<(Nodes, bool)> {
+pub fn rebuild_answers(config: &Config, prev: &Nodes, answers: &[Arc<RoleAnswer>], changed: &[usize]) -> Option<(Nodes, bool)> {
     let origin = &config.zone.origin;
     let mut nodes = prev.clone();
     let mut differ = false;
@@ -242,7 +253,7 @@ pub fn soa_record(config: &Config, serial: u32) -> Record {
 impl Snapshot {
     /// The snapshot of `nodes` and `answers` under `serial`. Cheap to call
     /// again with the same data and another serial (the data is shared).
-    pub fn new(config: &Arc<Config>, nodes: Arc<Nodes>, answers: Arc<Vec<RoleAnswer>>, serial: u32) -> Snapshot {
+    pub fn new(config: &Arc<Config>, nodes: Arc<Nodes>, answers: Arc<Answers>, serial: u32) -> Snapshot {
         let soa = soa_record(config, serial);
         let mut negative_soa = soa.clone();
         negative_soa.ttl = config.zone.ttl.min(config.zone.negative_ttl);

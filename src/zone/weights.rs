@@ -85,17 +85,15 @@ pub fn explain(config: &Config, a: &RoleAnswer, caps: &Capacities) -> Vec<(u16, 
     out
 }
 
-/// Sets the weights of every answer's records from `caps` when
+/// Sets the weights of `answer`'s records from `caps` when
 /// `policy.weights = "capacity"` (no-op otherwise).
-pub fn apply(config: &Config, answers: &mut [RoleAnswer], caps: &Capacities) {
+pub fn apply(config: &Config, answer: &mut RoleAnswer, caps: &Capacities) {
     if config.policy.weights == Weights::Static {
         return;
     }
-    for a in answers.iter_mut() {
-        let ws = explain(config, a, caps);
-        for (t, (w, _)) in a.records.iter_mut().zip(ws) {
-            t.weight = w;
-        }
+    let ws = explain(config, answer, caps);
+    for (t, (w, _)) in answer.records.iter_mut().zip(ws) {
+        t.weight = w;
     }
 }
 
