@@ -28,9 +28,17 @@ use srvd::zone::publish::{Inputs, Publisher};
 const ORIGIN: &str = "puppet.example.test.";
 
 fn config_text(sites: usize) -> String {
+    config_text_networks(sites, false)
+}
+
+/// With `networks`, every site lists a client network (one srv_domain, issue 12).
+fn config_text_networks(sites: usize, networks: bool) -> String {
     let mut s = format!("[zone]\norigin = \"{ORIGIN}\"\nnameservers = [\"ns1\"]\nhostmaster = \"hostmaster@example.test\"\n");
     for i in 0..sites {
         s.push_str(&format!("[[site]]\nname = \"dc{i}\"\n"));
+        if networks {
+            s.push_str(&format!("networks = [\"172.{}.{}.0/24\"]\n", 16 + i / 256, i % 256));
+        }
     }
     s
 }
@@ -114,53 +122,66 @@ fn a_site_less_answer_for_10000_masters_is_complete_over_tcp() {
 #[test]
 #[ignore]
 fn scale_figures() {
-    // 100 sites x 1,000 masters: one master goes down -> new snapshot served.
-    let rss0 = rss_kib();
-    let p = Publisher::new(inputs(1_000, 100), HealthStates::new(), None).unwrap();
-    let served = srvd::dns::served::ServedZone::attach(&p);
-    let rss1 = rss_kib();
-    let key = p.lock().inputs.registry.masters[3].key();
-    // Each change alone (one master's transition; its checks are seconds
-    // apart): the previous change's garbage has been freed meanwhile, off
-    // the publishing thread. Back to back, that freeing on the other core
-    // competes with the next change (reported apart).
-    let gap = Duration::from_millis(20);
-    let mut figures = Vec::new();
-    for (how, gap) in [
-        ("Publisher::update (+ next serial)", gap),
-        ("health batch (Target::apply)", gap),
-        ("Publisher::update, back to back", Duration::ZERO),
-    ] {
-        let mut times = Vec::new();
-        for round in 0..20 {
-            let h = if round % 2 == 0 { Health::Down } else { Health::Up };
-            std::thread::sleep(gap);
-            let before = served.snapshot();
-            let t = Instant::now();
-            if how.starts_with("health") {
-                srvd::health::Target::apply(&*p, vec![srvd::health::Verdict::Health { key: key.clone(), role: Role::Puppet, health: h }]);
-            } else {
-                p.update(|core| {
-                    core.health.insert((key.clone(), Role::Puppet), h);
-                });
+    for networks in [false, true] {
+        // 100 sites x 1,000 masters: one master goes down -> new snapshot served.
+        let rss0 = rss_kib();
+        let cfg = Config::parse(&config_text_networks(100, networks), Path::new("/scale/config.toml"), Path::new("/scale")).unwrap();
+        let reg = Registry::parse(&registry_text(1_000, 100), Path::new("/scale/masters.toml"), &cfg).unwrap();
+        let p = Publisher::new(Inputs::assemble(cfg, vec![], reg).unwrap(), HealthStates::new(), None).unwrap();
+        let served = srvd::dns::served::ServedZone::attach(&p);
+        let rss1 = rss_kib();
+        let key = p.lock().inputs.registry.masters[3].key();
+        // Each change alone (one master's transition; its checks are seconds
+        // apart): the previous change's garbage has been freed meanwhile, off
+        // the publishing thread. Back to back, that freeing on the other core
+        // competes with the next change (reported apart).
+        let gap = Duration::from_millis(20);
+        let mut figures = Vec::new();
+        for (how, gap) in [
+            ("Publisher::update (+ next serial)", gap),
+            ("health batch (Target::apply)", gap),
+            ("Publisher::update, back to back", Duration::ZERO),
+        ] {
+            let mut times = Vec::new();
+            for round in 0..20 {
+                let h = if round % 2 == 0 { Health::Down } else { Health::Up };
+                std::thread::sleep(gap);
+                let before = served.snapshot();
+                let t = Instant::now();
+                if how.starts_with("health") {
+                    srvd::health::Target::apply(
+                        &*p,
+                        vec![srvd::health::Verdict::Health { key: key.clone(), role: Role::Puppet, health: h }],
+                    );
+                } else {
+                    p.update(|core| {
+                        core.health.insert((key.clone(), Role::Puppet), h);
+                    });
+                }
+                let took = t.elapsed();
+                assert!(!Arc::ptr_eq(&served.snapshot(), &before), "a new snapshot is served");
+                times.push(took);
             }
-            let took = t.elapsed();
-            assert!(!Arc::ptr_eq(&served.snapshot(), &before), "a new snapshot is served");
-            times.push(took);
+            times.sort();
+            figures.push(format!("{how}: median {:?} (min {:?}, max {:?})", times[times.len() / 2], times[0], times[times.len() - 1]));
         }
-        times.sort();
-        figures.push(format!("{how}: median {:?} (min {:?}, max {:?})", times[times.len() / 2], times[0], times[times.len() - 1]));
+        let snap = served.snapshot();
+        let records: usize = snap.nodes.values().map(|n| n.rrsets.iter().map(|(_, v)| v.len()).sum::<usize>()).sum();
+        println!(
+            "100 sites x 1,000 masters{}: state change -> new snapshot served, over 20 changes: {}; {} names, {} records; {}",
+            if networks { " (every site with client networks)" } else { "" },
+            figures.join("; "),
+            snap.nodes.len(),
+            records,
+            // The second run reuses the memory the first one freed.
+            if networks {
+                "RSS not measured (reuses the first run's memory)".to_string()
+            } else {
+                format!("RSS +{} KiB for publisher and served snapshot", rss1.saturating_sub(rss0))
+            }
+        );
+        drop(snap);
     }
-    let snap = served.snapshot();
-    let records: usize = snap.nodes.values().map(|n| n.rrsets.iter().map(|(_, v)| v.len()).sum::<usize>()).sum();
-    println!(
-        "100 sites x 1,000 masters: state change -> new snapshot served, over 20 changes: {}; {} names, {} records; RSS +{} KiB for publisher and served snapshot",
-        figures.join("; "),
-        snap.nodes.len(),
-        records,
-        rss1.saturating_sub(rss0)
-    );
-    drop(snap);
     for masters in [1_000, 10_000] {
         let (p, a, m) = publish_and_answer(masters);
         println!(
