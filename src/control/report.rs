@@ -86,18 +86,39 @@ impl Control {
     }
 
     /// Every master and role with its health, the serial and the serial store (`srvctl status`).
+    /// One lock of the publisher and one pass over the published records
+    /// for the whole report: per master, a registry scan and a scan of every
+    /// answer made it quadratic (10,000 masters: minutes).
     pub fn status(&self) -> StatusReport {
         let snap = self.publisher.snapshot();
-        let (ttl, keys) = {
+        let (ttl, masters) = {
             let core = self.publisher.lock();
-            (core.inputs.config.zone.ttl, core.inputs.registry.masters.iter().map(|m| m.key()).collect::<Vec<_>>())
+            let masters: Vec<(Master, Vec<(Role, Health)>)> = core
+                .inputs
+                .registry
+                .masters
+                .iter()
+                .map(|m| {
+                    let key = m.key();
+                    (m.clone(), m.roles.iter().map(|&r| (r, health_of(&core.health, &key, r))).collect())
+                })
+                .collect();
+            (core.inputs.config.zone.ttl, masters)
         };
+        let in_answers: std::collections::HashSet<(&hickory_proto::rr::Name, u16, Role)> =
+            snap.answers.iter().flat_map(|a| a.records.iter().map(move |r| (&*r.target, r.port, a.role))).collect();
         StatusReport {
             serial: snap.serial,
             ttl,
             started: unix(self.started),
             now: unix(SystemTime::now()),
-            masters: keys.iter().filter_map(|k| self.master_status(k)).collect(),
+            masters: masters
+                .into_iter()
+                .map(|(m, states)| {
+                    let key = m.key();
+                    self.master_status_of(&m, &key, ttl, states, |role| in_answers.contains(&(&key.host, key.port, role)))
+                })
+                .collect(),
             serial_store: self.serial_store_report(),
         }
     }
@@ -111,12 +132,25 @@ impl Control {
             let states: Vec<(Role, Health)> = m.roles.iter().map(|&r| (r, health_of(&core.health, key, r))).collect();
             (m, core.inputs.config.zone.ttl, states)
         };
+        Some(self.master_status_of(&m, key, ttl, states, |role| published(&snap, key, role)))
+    }
+
+    /// The status of master `m` (key `key`) whose roles have `states`;
+    /// `published` tells whether a role of it is in the answers.
+    fn master_status_of(
+        &self,
+        m: &Master,
+        key: &MasterKey,
+        ttl: u32,
+        states: Vec<(Role, Health)>,
+        published: impl Fn(Role) -> bool,
+    ) -> MasterStatus {
         let drained_since = if m.drained { self.drains().get(key).copied() } else { None };
         let expire = drained_since.map(|t| t + std::time::Duration::from_secs(u64::from(ttl)));
         let health = states
             .into_iter()
             .map(|(role, h)| {
-                let published = published(&snap, key, role);
+                let published = published(role);
                 match self.health_detail(key, role) {
                     Some((state, since, reason, last_check)) => RoleHealth {
                         role: role.to_string(),
@@ -155,15 +189,15 @@ impl Control {
                 error: j.error,
             })
         });
-        Some(MasterStatus {
-            master: info(&m),
+        MasterStatus {
+            master: info(m),
             drained_since: drained_since.map(unix),
             answers_expire: expire.map(unix),
             safe_to_stop: expire.is_some_and(|e| e <= SystemTime::now()),
             health,
             jrubies,
             idle,
-        })
+        }
     }
 
     /// Every published name (of `site`, or all) with its records and why each master is in or out (`srvctl explain`).
@@ -182,6 +216,11 @@ impl Control {
         let capacity = core.capacity.clone();
         drop(core);
         // None: everything; Some(None): the apex pool; Some(Some(s)): one site.
+        // Each master's site, looked up once per verdict (a scan of the
+        // registry per verdict made a whole explain of 100 sites x 1,000
+        // masters quadratic).
+        let site_of: std::collections::HashMap<crate::input::registry::MasterKey, &str> =
+            registry.masters.iter().map(|m| (m.key(), m.site.as_str())).collect();
         let choice = client.map(|ip| client_explain(&config, ip));
         let scope: Option<Option<String>> = match site {
             None if choice.is_some() => Some(choice.as_ref().and_then(|c| c.site.clone())),
@@ -211,7 +250,7 @@ impl Control {
                     .verdicts
                     .iter()
                     .map(|(k, v)| {
-                        let msite = registry.get(k).map(|m| m.site.clone()).unwrap_or_default();
+                        let msite = site_of.get(k).map(|s| s.to_string()).unwrap_or_default();
                         let mut mv = self.verdict(a, k, &msite, v);
                         if let Some((w, why)) = weights.get(&(&k.host, k.port)) {
                             mv.weight = Some(*w);

@@ -108,6 +108,36 @@ fn publishing_and_answering_grow_linearly_with_masters() {
     assert!(ratio(a1, a10) < 40.0, "answering with 10x the masters took {:.1}x the time: superlinear", ratio(a1, a10));
 }
 
+/// `srvctl explain` and `srvctl status` of the whole estate: a lookup of
+/// each verdict's master by a scan of the registry made explain quadratic
+/// (100 sites x 1,000 masters: ~400,000 scans).
+#[test]
+fn explain_and_status_grow_linearly_with_masters() {
+    let time = |masters: usize| {
+        let p = Publisher::new(inputs(masters, 10), HealthStates::new(), None).unwrap();
+        let control = srvd::control::Control::new(p);
+        let mut best = (Duration::MAX, Duration::MAX);
+        for _ in 0..2 {
+            let t = Instant::now();
+            let e = control.explain_for(None, None).unwrap();
+            let explain = t.elapsed();
+            assert!(e.names.iter().any(|n| n.masters.len() >= masters / 10), "explain lists the masters");
+            let t = Instant::now();
+            let st = control.status();
+            let status = t.elapsed();
+            assert_eq!(st.masters.len(), masters);
+            best = (best.0.min(explain), best.1.min(status));
+        }
+        best
+    };
+    let (e1, s1) = time(1_000);
+    let (e10, s10) = time(10_000);
+    let ratio = |a: Duration, b: Duration| b.as_secs_f64() / a.as_secs_f64().max(1e-6);
+    eprintln!("explain 1k {e1:?} 10k {e10:?} ({:.1}x); status 1k {s1:?} 10k {s10:?} ({:.1}x)", ratio(e1, e10), ratio(s1, s10));
+    assert!(ratio(e1, e10) < 40.0, "explain of 10x the masters took {:.1}x the time: superlinear", ratio(e1, e10));
+    assert!(ratio(s1, s10) < 40.0, "status of 10x the masters took {:.1}x the time: superlinear", ratio(s1, s10));
+}
+
 #[test]
 fn a_site_less_answer_for_10000_masters_is_complete_over_tcp() {
     let (_, _, m) = publish_and_answer(10_000);
