@@ -7,15 +7,12 @@
 use crate::common;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::process::Output;
 
-use common::{BASE_CONFIG, TestDaemon, srv};
+use common::{BASE_CONFIG, SRVCTL, TestDaemon, srv, srvctl, srvctl_in};
 use hickory_proto::rr::RecordType;
 use serde_json::Value;
 use tokio::net::TcpListener;
-
-const SRVCTL: &str = env!("CARGO_BIN_EXE_srvctl");
 
 /// Fast health checks so that tests do not wait long for first results.
 const HEALTH: &str = "\n[health]\ninterval = \"1s\"\nfast_interval = \"100ms\"\ntimeout = \"500ms\"\nrise = 1\nfall = 1\n";
@@ -44,14 +41,6 @@ fn dead_port() -> u16 {
 
 fn master(host: &str, site: &str, port: u16, extra: &str) -> String {
     format!("[[master]]\nhost = \"{host}\"\nsite = \"{site}\"\nport = {port}\naddresses = [\"127.0.0.1\"]\ncheck = \"tcp\"\n{extra}\n")
-}
-
-async fn srvctl_in(socket: &Path, args: &[&str]) -> Output {
-    tokio::process::Command::new(SRVCTL).arg("--socket").arg(socket).args(args).env_remove("SRVD_SOCKET").output().await.unwrap()
-}
-
-async fn srvctl(d: &TestDaemon, args: &[&str]) -> Output {
-    srvctl_in(&d.path("control.sock"), args).await
 }
 
 fn code(o: &Output) -> i32 {

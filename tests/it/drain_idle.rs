@@ -9,25 +9,13 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use common::mock_master::{METRICS_PATH, MockMaster, TestCa};
-use common::{BASE_CONFIG, TestDaemon, srv};
+use common::{BASE_CONFIG, TestDaemon, srv, srvctl};
 use hickory_proto::rr::RecordType;
 
-const SRVCTL: &str = env!("CARGO_BIN_EXE_srvctl");
 const PM1: &str = "pm1.dc1.puppet.example.test";
 const PM2: &str = "pm2.dc1.puppet.example.test";
 const PUPPET_DC1: &str = "_x-puppet._tcp.dc1.puppet.example.test.";
 const TTL: u64 = 2;
-
-async fn srvctl(d: &TestDaemon, args: &[&str]) -> Output {
-    tokio::process::Command::new(SRVCTL)
-        .arg("--socket")
-        .arg(d.path("control.sock"))
-        .args(args)
-        .env_remove("SRVD_SOCKET")
-        .output()
-        .await
-        .unwrap()
-}
 
 fn text(o: &Output) -> (i32, String, String) {
     (o.status.code().expect("exited"), String::from_utf8_lossy(&o.stdout).into(), String::from_utf8_lossy(&o.stderr).into())

@@ -22,13 +22,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{TestDaemon, srv};
+use common::{TestDaemon, srv, srvctl};
 use hickory_proto::rr::RecordType;
 use srvd::health::{Check, CheckFactory, CheckOutcome, Probe};
 use srvd::input::registry::Master;
 use srvd::zone::serial::serial_gt;
 
-const SRVCTL: &str = env!("CARGO_BIN_EXE_srvctl");
 const SRVD: &str = env!("CARGO_BIN_EXE_srvd");
 const DC1: &str = "_x-puppet._tcp.dc1.puppet.example.test.";
 
@@ -119,17 +118,6 @@ async fn until(what: &str, limit: Duration, mut f: impl AsyncFnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-async fn srvctl(d: &TestDaemon, args: &[&str]) -> Output {
-    tokio::process::Command::new(SRVCTL)
-        .arg("--socket")
-        .arg(d.path("control.sock"))
-        .args(args)
-        .env_remove("SRVD_SOCKET")
-        .output()
-        .await
-        .unwrap()
 }
 
 fn text(b: &[u8]) -> String {

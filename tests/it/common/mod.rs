@@ -285,3 +285,16 @@ pub async fn http(addr: std::net::SocketAddr, request: &str) -> (u16, String, St
     let status = head.split(' ').nth(1).unwrap().parse().unwrap();
     (status, head.to_string(), body.to_string())
 }
+
+/// The srvctl binary of this build.
+pub const SRVCTL: &str = env!("CARGO_BIN_EXE_srvctl");
+
+/// Runs srvctl against the control socket `socket` (SRVD_SOCKET unset).
+pub async fn srvctl_in(socket: &std::path::Path, args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new(SRVCTL).arg("--socket").arg(socket).args(args).env_remove("SRVD_SOCKET").output().await.unwrap()
+}
+
+/// Runs srvctl against the daemon's control socket.
+pub async fn srvctl(d: &TestDaemon, args: &[&str]) -> std::process::Output {
+    srvctl_in(&d.path("control.sock"), args).await
+}
