@@ -13,7 +13,7 @@
 use crate::common;
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -82,14 +82,7 @@ name = "dc3"
         d = d.display()
     );
     std::fs::write(d.join("srvd.toml"), cfg).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_srvd"))
-        .arg("--config")
-        .arg(d.join("srvd.toml"))
-        .env("SRVD_LOG", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("srvd runs");
+    let child = common::spawn_srvd(&d.join("srvd.toml"));
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let s = Srvd { child, addr, _dir: dir };
     // Wait until it answers.
@@ -218,27 +211,6 @@ async fn bench_lossy_master_does_not_flap() {
     assert_eq!(changes, 0, "a lossy master flapped");
 }
 
-/// utime + stime of a process, in seconds.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // Fields 14 and 15 of stat; index 11, 12 after "pid (comm) ".
-    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
-    ticks / clock_ticks()
-}
-
-fn clock_ticks() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 { t as f64 } else { 100.0 }
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or(0)
-}
-
 async fn cpu_for(ca: &TestCa, masters: &[MockMaster], check: &str, window: Duration) {
     let sites = ["dc1", "dc2", "dc3"];
     let mut reg = String::new();
@@ -254,10 +226,10 @@ async fn cpu_for(ca: &TestCa, masters: &[MockMaster], check: &str, window: Durat
     tokio::time::sleep(Duration::from_secs(5)).await;
     let req0: u64 = masters.iter().map(|m| m.requests()).sum();
     let conn0: u64 = masters.iter().map(|m| m.connections()).sum();
-    let c0 = cpu_seconds(pid);
+    let c0 = common::cpu_seconds(pid);
     let t0 = Instant::now();
     tokio::time::sleep(window).await;
-    let c1 = cpu_seconds(pid);
+    let c1 = common::cpu_seconds(pid);
     let secs = t0.elapsed().as_secs_f64();
     let req1: u64 = masters.iter().map(|m| m.requests()).sum();
     let conn1: u64 = masters.iter().map(|m| m.connections()).sum();
@@ -271,7 +243,7 @@ async fn cpu_for(ca: &TestCa, masters: &[MockMaster], check: &str, window: Durat
         cpu / secs * 100.0,
         if check == "https" { (req1 - req0) as f64 / secs } else { (conn1 - conn0) as f64 / secs },
         ((conn1 - conn0) as f64 / secs).round(),
-        rss_kib(pid) / 1024,
+        common::rss_kib(pid) / 1024,
         all_up,
         req0 - before,
         conn0 - conns_before,

@@ -10,8 +10,9 @@
 //! `scale_figures` (ignored; `bench/scale.sh`) prints the figures that
 //! docs/performance.md quotes.
 
+use crate::common;
+
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -154,12 +155,12 @@ fn a_site_less_answer_for_10000_masters_is_complete_over_tcp() {
 fn scale_figures() {
     for networks in [false, true] {
         // 100 sites x 1,000 masters: one master goes down -> new snapshot served.
-        let rss0 = rss_kib();
+        let rss0 = common::rss_kib(std::process::id());
         let cfg = Config::parse(&config_text_networks(100, networks), Path::new("/scale/config.toml"), Path::new("/scale")).unwrap();
         let reg = Registry::parse(&registry_text(1_000, 100), Path::new("/scale/masters.toml"), &cfg).unwrap();
         let p = Publisher::new(Inputs::assemble(cfg, vec![], reg).unwrap(), HealthStates::new(), None).unwrap();
         let served = srvd::dns::served::ServedZone::attach(&p);
-        let rss1 = rss_kib();
+        let rss1 = common::rss_kib(std::process::id());
         let key = p.lock().inputs.registry.masters[3].key();
         // Each change alone (one master's transition; its checks are seconds
         // apart): the previous change's garbage has been freed meanwhile, off
@@ -227,13 +228,6 @@ fn thread_cpu() -> Duration {
     // SAFETY: clock_gettime writes one timespec we own.
     unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
     Duration::new(ts.tv_sec.max(0) as u64, ts.tv_nsec.clamp(0, 999_999_999) as u32)
-}
-
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
-        .unwrap_or(0)
 }
 
 fn srv_record(priority: u16, i: usize) -> hickory_proto::rr::Record {
@@ -380,14 +374,7 @@ async fn check_n_masters(n: usize, window: Duration) {
     }
     std::fs::write(d.join("srvd.toml"), cfg).unwrap();
     let t_start = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_srvd"))
-        .arg("--config")
-        .arg(d.join("srvd.toml"))
-        .env("SRVD_LOG", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("srvd runs");
+    let mut child = common::spawn_srvd(&d.join("srvd.toml"));
     let pid = child.id();
     // Warm-up: until every master has been checked at least once (and the
     // first publication is done), then 5 s more.
@@ -399,10 +386,10 @@ async fn check_n_masters(n: usize, window: Duration) {
     }
     let first_round = t_start.elapsed();
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let (c0, a0, t0) = (cpu_seconds(pid), accepted.load(Ordering::Relaxed), Instant::now());
+    let (c0, a0, t0) = (common::cpu_seconds(pid), accepted.load(Ordering::Relaxed), Instant::now());
     tokio::time::sleep(window).await;
-    let (c1, a1, secs) = (cpu_seconds(pid), accepted.load(Ordering::Relaxed), t0.elapsed().as_secs_f64());
-    let rss = proc_rss_kib(pid);
+    let (c1, a1, secs) = (common::cpu_seconds(pid), accepted.load(Ordering::Relaxed), t0.elapsed().as_secs_f64());
+    let rss = common::rss_kib(pid);
     // SAFETY: kill(2) on the child we started; SIGTERM makes srvd store its health states.
     unsafe { libc::kill(pid as i32, libc::SIGTERM) };
     child.wait().unwrap();
@@ -418,23 +405,6 @@ async fn check_n_masters(n: usize, window: Duration) {
         first_round.as_secs_f64(),
     );
     assert_eq!(up, n, "every master up");
-}
-
-/// utime + stime of a process, in seconds.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = stat.rfind(')').and_then(|i| stat.get(i + 2..)).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 =
-        f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    ticks / if hz > 0 { hz as f64 } else { 100.0 }
-}
-
-fn proc_rss_kib(pid: u32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
 /// The incremental publication (only the answers of roles whose health

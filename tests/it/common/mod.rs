@@ -298,3 +298,35 @@ pub async fn srvctl_in(socket: &std::path::Path, args: &[&str]) -> std::process:
 pub async fn srvctl(d: &TestDaemon, args: &[&str]) -> std::process::Output {
     srvctl_in(&d.path("control.sock"), args).await
 }
+
+/// Starts the srvd binary of this build on `config` (log level error,
+/// stderr shown), as the benchmarks that measure its process do.
+pub fn spawn_srvd(config: &std::path::Path) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_srvd"))
+        .arg("--config")
+        .arg(config)
+        .env("SRVD_LOG", "error")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("srvd runs")
+}
+
+/// utime + stime of process `pid`, in seconds; panics when the process
+/// is gone (a benchmark figure of 0 would mislead).
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("the process is alive");
+    let rest = stat.rfind(')').and_then(|i| stat.get(i + 2..)).expect("/proc/PID/stat has \"pid (comm) \"");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // Fields 14 and 15 of stat: index 11 and 12 after "pid (comm) ".
+    let field = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).expect("utime and stime in /proc/PID/stat");
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (field(11) + field(12)) / if hz > 0 { hz as f64 } else { 100.0 }
+}
+
+/// VmRSS of process `pid`, KiB (0 when unreadable).
+pub fn rss_kib(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
