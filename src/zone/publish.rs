@@ -408,7 +408,6 @@ impl Publisher {
             let c = self.core();
             (c.core.clone(), self.snapshot.load_full(), c.computed.clone())
         };
-        let capacity_before = core.capacity.clone();
         let r = f(&mut core, &prev);
         let cfg = core.inputs.config.clone();
         // The served snapshot and `prev` were computed from the inputs as
@@ -426,9 +425,12 @@ impl Publisher {
         // still there means those are the inputs `prev` came from. New
         // capacity figures change weights, not verdicts: they take the
         // whole computation and comparison.
-        let same_inputs = Arc::ptr_eq(&cur.config, &cfg) && capacity_before == core.capacity && {
+        let same_inputs = Arc::ptr_eq(&cur.config, &cfg) && {
             let c = self.core();
-            c.computed.same_layout(&prev) && c.core.inputs.registry == core.inputs.registry && c.core.inputs.statics == core.inputs.statics
+            c.computed.same_layout(&prev)
+                && c.core.inputs.registry == core.inputs.registry
+                && c.core.inputs.statics == core.inputs.statics
+                && c.core.capacity == core.capacity
         };
         let mut computed = if same_inputs {
             prev.after_health_change(&cfg, &core.inputs.registry, &core.health)
