@@ -164,7 +164,8 @@ impl Control {
                             core.health.insert((key.clone(), r), Health::Pending);
                         }
                     }
-                    core.health.retain(|(k, r), _| new_registry.get(k).is_some_and(|m| m.has_role(*r)));
+                    let index = new_registry.index();
+                    core.health.retain(|(k, r), _| index.get(k).is_some_and(|m| m.has_role(*r)));
                     core.inputs.registry = new_registry.clone();
                 },
                 || write_atomic(&path, text.as_bytes()),
@@ -289,14 +290,15 @@ impl Control {
         let new_registry = inputs.registry.clone();
         let result = self.publisher.try_update(
             |core| {
+                let (old_index, new_index) = (old.registry.index(), new_registry.index());
                 let fresh: HealthStates = new_registry
                     .masters
                     .iter()
                     .flat_map(|m| m.roles.iter().map(move |&r| (m.key(), r)))
-                    .filter(|(k, r)| old.registry.get(k).is_none_or(|om| !om.has_role(*r)))
+                    .filter(|(k, r)| old_index.get(k).is_none_or(|om| !om.has_role(*r)))
                     .map(|kr| (kr, Health::Pending))
                     .collect();
-                core.health.retain(|(k, r), _| new_registry.get(k).is_some_and(|m| m.has_role(*r)));
+                core.health.retain(|(k, r), _| new_index.get(k).is_some_and(|m| m.has_role(*r)));
                 core.health.extend(fresh);
                 core.inputs = inputs.clone();
             },

@@ -216,11 +216,9 @@ impl Control {
         let capacity = core.capacity.clone();
         drop(core);
         // None: everything; Some(None): the apex pool; Some(Some(s)): one site.
-        // Each master's site, looked up once per verdict (a scan of the
-        // registry per verdict made a whole explain of 100 sites x 1,000
-        // masters quadratic).
-        let site_of: std::collections::HashMap<crate::input::registry::MasterKey, &str> =
-            registry.masters.iter().map(|m| (m.key(), m.site.as_str())).collect();
+        // Each verdict's master is looked up (a scan of the registry per
+        // verdict made a whole explain of 100 sites x 1,000 masters quadratic).
+        let index = registry.index();
         let choice = client.map(|ip| client_explain(&config, ip));
         let scope: Option<Option<String>> = match site {
             None if choice.is_some() => Some(choice.as_ref().and_then(|c| c.site.clone())),
@@ -250,7 +248,7 @@ impl Control {
                     .verdicts
                     .iter()
                     .map(|(k, v)| {
-                        let msite = site_of.get(k).map(|s| s.to_string()).unwrap_or_default();
+                        let msite = index.get(k).map(|m| m.site.clone()).unwrap_or_default();
                         let mut mv = self.verdict(a, k, &msite, v);
                         if let Some((w, why)) = weights.get(&(&k.host, k.port)) {
                             mv.weight = Some(*w);

@@ -342,7 +342,8 @@ async fn supervise(ctx: Arc<Ctx>, opts: Options, tracker: TaskTracker, shutdown:
         }
 
         // Forget states of masters (or roles) that are gone.
-        let stale = states.keys().any(|(k, r)| !registry.get(k).is_some_and(|m| m.has_role(*r)));
+        let index = registry.index();
+        let stale = states.keys().any(|(k, r)| !index.get(k).is_some_and(|m| m.has_role(*r)));
         if stale {
             // Published by the applier, off the async runtime.
             let _ = ctx.events.send(Msg::Verdict(Verdict::Prune));

@@ -102,11 +102,8 @@ impl Stored {
 
     /// The states of the masters (and roles) that are in `registry`.
     pub fn states_for(&self, registry: &Registry) -> HealthStates {
-        self.states
-            .iter()
-            .filter(|((k, r), _)| registry.get(k).is_some_and(|m| m.has_role(*r)))
-            .map(|(k, (h, _))| (k.clone(), *h))
-            .collect()
+        let index = registry.index();
+        self.states.iter().filter(|((k, r), _)| index.get(k).is_some_and(|m| m.has_role(*r))).map(|(k, (h, _))| (k.clone(), *h)).collect()
     }
 }
 
