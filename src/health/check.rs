@@ -177,7 +177,7 @@ impl NetworkChecks {
     }
 
     fn conn(&self, master: &Master) -> (HttpsConn, Arc<Vec<Fingerprint>>) {
-        let target = Target { host: master.host_str(), port: master.port, addresses: master.addresses.clone() };
+        let target = Target::of(master);
         let (cfg, fps) = self.tls.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let name = ServerName::try_from(target.host.clone()).ok();
         (HttpsConn { target, tls: TlsConnector::from(cfg), name, conn: None, buf: Vec::new() }, fps)
@@ -197,7 +197,7 @@ impl CheckFactory for NetworkChecks {
     fn make(&self, master: &Master, probe: Probe) -> Box<dyn Check> {
         match probe.path() {
             None => {
-                let target = Target { host: master.host_str(), port: master.port, addresses: master.addresses.clone() };
+                let target = Target::of(master);
                 Box::new(TcpCheck { target, conn: None })
             }
             Some(path) => {
@@ -250,6 +250,10 @@ struct Target {
 }
 
 impl Target {
+    fn of(master: &Master) -> Target {
+        Target { host: master.host_str(), port: master.port, addresses: master.addresses.clone() }
+    }
+
     /// Connects to the first address that accepts.
     async fn connect(&self) -> Result<TcpStream, String> {
         let addrs = if self.addresses.is_empty() {

@@ -354,7 +354,7 @@ async fn supervise(ctx: Arc<Ctx>, opts: Options, tracker: TaskTracker, shutdown:
                 _ = shutdown.cancelled() => break 'outer,
                 r = generation.changed() => if r.is_err() { break 'outer } else { break },
                 _ = tokio::time::sleep_until(next_capacity.unwrap_or_else(Instant::now)), if next_capacity.is_some() => {
-                    let period = cfg.capacity.unwrap_or(Duration::from_secs(config_default_period()));
+                    let period = cfg.capacity.unwrap_or(Duration::from_secs(crate::input::config::DEFAULT_WEIGHTS_PERIOD_S));
                     next_capacity = Some(Instant::now() + period);
                     let stale = capacity::poll_interval(period).saturating_mul(capacity::STALE_AFTER_POLLS).saturating_add(timing.timeout);
                     let now_ms = board::unix_ms(SystemTime::now());
@@ -373,10 +373,6 @@ async fn supervise(ctx: Arc<Ctx>, opts: Options, tracker: TaskTracker, shutdown:
     for (_, (_, _, token)) in fetching {
         token.cancel();
     }
-}
-
-fn config_default_period() -> u64 {
-    crate::input::config::DEFAULT_WEIGHTS_PERIOD_S
 }
 
 /// Fetches one master's JRuby figures every `every` until cancelled.
